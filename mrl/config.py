@@ -1,0 +1,159 @@
+"""One typed, validated configuration object loaded from params.yaml.
+
+Every section maps to a stage. Unknown keys and wrong types fail with the dotted key's name, so a
+typo in params.yaml can never silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mrl.errors import MRLError
+
+DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+class _Section(BaseModel):
+    # strict: "8" is not 8; extra="forbid": an unknown key is an error, not ignored.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class IngestConfig(_Section):
+    image_size: int = Field(28, gt=0)  # image_folder: images are resized to image_size x image_size pixels
+    grayscale: bool = True  # image_folder: convert to 1 channel (True) or keep RGB (False)
+    test_fraction: float = Field(0.2, gt=0, lt=1)  # image_folder without train/ and test/ subfolders
+    split_seed: int = 0  # seed of that random train/test split
+    id_column: str = "id"  # embeddings table: column of unique item ids
+    label_column: str | None = "label"  # embeddings table: optional class label column (None: unlabeled)
+    vector_column: str = "embedding"  # embeddings table: list<float> column, one vector per row
+    split_column: str | None = "split"  # embeddings table: optional "train"/"test" column
+
+
+class ModelConfig(_Section):
+    # Encoder over the dataset: "cnn" for images, "mlp" adapter for precomputed embeddings, "auto" picks.
+    encoder: Literal["auto", "cnn", "mlp"] = "auto"
+    embedding_dim: int = Field(512, gt=0)  # d_max: size of the full embedding
+    nesting_dims: list[int] = [8, 16, 32, 64, 128, 256, 512]  # prefix sizes trained and evaluated
+    cnn_widths: list[int] = [32, 64, 128]  # channels of the three conv blocks (each halves the resolution)
+    mlp_hidden_dim: int = Field(1024, gt=0)  # adapter's hidden layer width
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check_dims(self) -> ModelConfig:
+        dims = self.nesting_dims
+        if not dims:
+            raise ValueError("nesting_dims: must not be empty")
+        if any(d <= 0 for d in dims):
+            raise ValueError(f"nesting_dims: every dim must be positive, got {dims}")
+        if any(b <= a for a, b in zip(dims, dims[1:])):
+            raise ValueError(f"nesting_dims: must be strictly increasing, got {dims}")
+        if dims[-1] > self.embedding_dim:
+            raise ValueError(
+                f"nesting_dims: largest dim {dims[-1]} exceeds embedding_dim {self.embedding_dim}"
+            )
+        if len(self.cnn_widths) != 3 or any(w <= 0 for w in self.cnn_widths):
+            raise ValueError(f"cnn_widths: expected three positive channel counts, got {self.cnn_widths}")
+        return self
+
+
+class LossConfig(_Section):
+    # mrl: one linear head per prefix; mrl_e: one tied head, prefix m uses W[:, :m];
+    # contrastive: InfoNCE between two augmented views, no labels needed.
+    # A fixed-feature (FF) baseline is "mrl" with a single nesting dim.
+    objective: Literal["mrl", "mrl_e", "contrastive"] = "mrl"
+    dim_weights: list[float] | None = None  # relative weight of each prefix's loss; None: all 1.0
+    temperature: float = Field(0.1, gt=0)  # contrastive: softmax temperature of InfoNCE
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(4, gt=0)
+    batch_size: int = Field(256, gt=0)
+    lr: float = Field(0.003, gt=0)  # peak AdamW learning rate, reached after warmup
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)  # share of steps with linear warmup before cosine decay
+    seed: int = 0
+    max_items: int | None = Field(None, gt=0)  # train on the first N training items only (None: all)
+    num_threads: int = Field(2, gt=0)  # torch intra-op threads; the reference machine has 2 cores
+    augment: bool = True  # random shifts (and noise for vectors); always on for the contrastive objective
+
+
+class EvaluateConfig(_Section):
+    max_queries: int | None = Field(None, gt=0)  # test-split queries used for retrieval (None: all)
+    map_k: int = Field(10, gt=0)  # mAP@k cut-off
+    recall_ks: list[int] = [1, 10, 100]  # recall@k cut-offs (share of queries with a same-class hit)
+    probe_epochs: int = Field(100, gt=0)  # full-batch L-BFGS iterations of the linear probe
+    batch_size: int = Field(1024, gt=0)  # embedding batch size
+
+
+class Config(_Section):
+    ingest: IngestConfig = IngestConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> Config:
+        weights = self.loss.dim_weights
+        if weights is not None and len(weights) != len(self.model.nesting_dims):
+            raise ValueError(
+                f"loss.dim_weights: {len(weights)} weights for {len(self.model.nesting_dims)} nesting_dims"
+            )
+        return self
+
+
+def _one_line(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+    message = message.removeprefix("Value error, ")
+    # Cross-field checks name their field at the start of the message ("nesting_dims: ..."): fold it into the key.
+    field = re.match(r"^([\w.]+): ", message)
+    if field:
+        key = f"{key}.{field.group(1)}" if key else field.group(1)
+        message = message[field.end():]
+    where = f"{source}: {key}" if key else source
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}: {message}{more}"
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise MRLError(_one_line(e, source)) from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """Apply "section.key=value" overrides (value parsed as YAML) to a raw params mapping, in place."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise MRLError(f"{source}: override {item!r} must look like section.key=value")
+        section = raw.setdefault(parts[0], {})
+        if not isinstance(section, dict):
+            raise MRLError(f"{source}: {parts[0]}: expected a mapping")
+        section[parts[1]] = yaml.safe_load(value)
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Load params.yaml (None: the embedded defaults), then apply "section.key=value" overrides."""
+    if path is None:
+        return config_from_dict(apply_overrides({}, list(overrides), "--set"), "--set")
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise MRLError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise MRLError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise MRLError(f"{path}: expected a mapping of sections at the top level")
+    return config_from_dict(apply_overrides(raw, list(overrides), str(path)), str(path))

@@ -1,0 +1,7 @@
+"""MatryoshkaLoss and the inner losses it applies to every embedding prefix."""
+
+from mrl.losses.classification import NestedLinearHeads, TiedLinearHead
+from mrl.losses.contrastive import InfoNCE
+from mrl.losses.matryoshka import MatryoshkaLoss, build_loss
+
+__all__ = ["InfoNCE", "MatryoshkaLoss", "NestedLinearHeads", "TiedLinearHead", "build_loss"]
