@@ -29,6 +29,7 @@ demo: install data
 	    --metrics-out $(ARTIFACTS)/metrics/eval.json --plot-out $(ARTIFACTS)/plots/eval_per_dim.png
 
 test: install
+	$(BIN)/ruff check mrl tests bench
 	$(BIN)/pytest -q
 
 lint: install

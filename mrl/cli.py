@@ -6,7 +6,7 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,8 +16,8 @@ from mrl.errors import MRLError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Matryoshka Representation Learning: ingest, train, evaluate and embed.")
 
-ParamsOpt = Annotated[Optional[Path], typer.Option("--params", "-p", help="params.yaml (default: embedded defaults)")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a param: section.key=value")]
+ParamsOpt = Annotated[Path | None, typer.Option("--params", "-p", help="params.yaml (default: embedded defaults)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a param: section.key=value")]
 
 
 def fails_cleanly(command):
@@ -62,7 +62,7 @@ def train(
     out: Annotated[Path, typer.Option(help="checkpoint to write (.pt), updated every epoch")],
     params: ParamsOpt = None,
     set_: SetOpt = None,
-    resume: Annotated[Optional[Path], typer.Option(help="checkpoint to resume from")] = None,
+    resume: Annotated[Path | None, typer.Option(help="checkpoint to resume from")] = None,
 ):
     """Train an encoder with MatryoshkaLoss."""
     from mrl.train import train as run
@@ -78,13 +78,14 @@ def train(
 def evaluate(
     model: Annotated[Path, typer.Option(help="checkpoint from `mrl train`")],
     data: Annotated[Path, typer.Option(help="dataset artifact (train split = database, test split = queries)")],
-    metrics_out: Annotated[Optional[Path], typer.Option(help="JSON of metrics keyed by dim")] = None,
-    plot_out: Annotated[Optional[Path], typer.Option(help="PNG plot of each metric against dim")] = None,
+    metrics_out: Annotated[Path | None, typer.Option(help="JSON of metrics keyed by dim")] = None,
+    plot_out: Annotated[Path | None, typer.Option(help="PNG plot of each metric against dim")] = None,
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ):
     """Measure every nested prefix: linear probe, own head, 1-NN, mAP@k and recall@k."""
-    from mrl.evaluate import evaluate as run, format_table
+    from mrl.evaluate import evaluate as run
+    from mrl.evaluate import format_table
 
     cfg = load_config(params, set_ or [])
     r = run(model, data, cfg.evaluate, metrics_out, plot_out)

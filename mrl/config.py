@@ -7,6 +7,7 @@ typo in params.yaml can never silently fall back to a default.
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,7 +51,7 @@ class ModelConfig(_Section):
             raise ValueError("nesting_dims: must not be empty")
         if any(d <= 0 for d in dims):
             raise ValueError(f"nesting_dims: every dim must be positive, got {dims}")
-        if any(b <= a for a, b in zip(dims, dims[1:])):
+        if any(b <= a for a, b in pairwise(dims)):
             raise ValueError(f"nesting_dims: must be strictly increasing, got {dims}")
         if dims[-1] > self.embedding_dim:
             raise ValueError(

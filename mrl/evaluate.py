@@ -17,8 +17,8 @@ from mrl.config import EvaluateConfig
 from mrl.data import Dataset, load_dataset
 from mrl.data.artifact import atomic_write
 from mrl.errors import MRLError
-from mrl.progress import progress
 from mrl.metrics import cosine_top_k, linear_probe_top1, retrieval_metrics
+from mrl.progress import progress
 
 
 @dataclass

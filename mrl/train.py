@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -108,6 +107,7 @@ def train(cfg: Config, data_path: str | Path, out_path: str | Path, resume: str 
         loss.load_state_dict(saved["loss"])
         optimizer.load_state_dict(saved["training_state"]["optimizer"])
         scheduler.load_state_dict(saved["training_state"]["scheduler"])
+        torch.set_rng_state(saved["training_state"]["torch_rng"])  # dropout continues the same stream
         meta["history"] = saved["meta"]["history"]
         start_epoch = saved["meta"]["epoch"]
         log(f"resumed from {resume} at epoch {start_epoch}")
@@ -141,7 +141,7 @@ def train(cfg: Config, data_path: str | Path, out_path: str | Path, resume: str 
             per_dim_sum = per_dim if per_dim_sum is None else per_dim_sum + per_dim
             seen += len(idx)
             rate = (step + 1) * tc.batch_size / (time.perf_counter() - epoch_start)
-            bar.set_postfix(loss=f"{value.item():.3f}", items_s=f"{rate:,.0f}")
+            bar.set_postfix(loss=f"{value.item():.3f}", items_s=f"{rate:,.0f}", refresh=False)
         bar.close()
         epoch_loss = total / steps_per_epoch
         record = {"epoch": epoch + 1, "loss": epoch_loss, "lr": scheduler.get_last_lr()[0],
@@ -151,7 +151,8 @@ def train(cfg: Config, data_path: str | Path, out_path: str | Path, resume: str 
         meta["history"].append(record)
         meta["epoch"] = epoch + 1
         save_checkpoint(out_path, encoder, loss, cfg, meta,
-                        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+                        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "torch_rng": torch.get_rng_state()})
         top = record.get(f"val_head_top1_d{loss.nesting_dims[-1]}")
         low = record.get(f"val_head_top1_d{loss.nesting_dims[0]}")
         accuracy = f", val top-1 d{loss.nesting_dims[0]}={low:.3f} d{loss.nesting_dims[-1]}={top:.3f}" if top else ""

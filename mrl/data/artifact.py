@@ -51,7 +51,7 @@ def check_dataset(ds: Dataset, source: str) -> None:
         raise MRLError(f"{source}: unknown dataset kind {ds.kind!r}")
     if len(np.unique(ds.ids)) != n:
         raise MRLError(f"{source}: item ids are not unique")
-    bad_split = set(np.unique(ds.split)) - set(SPLITS)
+    bad_split = {str(v) for v in np.unique(ds.split)} - set(SPLITS)
     if bad_split:
         raise MRLError(f"{source}: unknown split values {sorted(bad_split)} (expected train/test)")
     if ds.kind == "vectors" and not np.isfinite(ds.x).all():

@@ -189,7 +189,7 @@ def read_embeddings_table(path: str | Path, cfg: IngestConfig) -> Dataset:
 
     if cfg.split_column and cfg.split_column in table.column_names:
         split = np.array([str(v) for v in table.column(cfg.split_column).to_pylist()])
-        bad = sorted(set(split) - set(SPLITS))
+        bad = sorted({str(v) for v in split} - set(SPLITS))
         if bad:
             raise MRLError(f"{path}: column {cfg.split_column!r} has values {bad[:3]} (expected train/test)")
     else:

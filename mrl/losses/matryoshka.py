@@ -7,6 +7,8 @@ prefix flow into the shared leading dims (the property that makes small prefixes
 from __future__ import annotations
 
 import math
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -26,7 +28,7 @@ class MatryoshkaLoss(nn.Module):
             raise ValueError("MatryoshkaLoss: nesting_dims must not be empty")
         if any(not isinstance(d, int) or isinstance(d, bool) or d <= 0 for d in dims):
             raise ValueError(f"MatryoshkaLoss: nesting_dims must be positive integers, got {dims}")
-        if any(b <= a for a, b in zip(dims, dims[1:])):
+        if any(b <= a for a, b in pairwise(dims)):
             raise ValueError(f"MatryoshkaLoss: nesting_dims must be strictly increasing, got {dims}")
         weights = [1.0] * len(dims) if dim_weights is None else [float(w) for w in dim_weights]
         if len(weights) != len(dims):
