@@ -25,6 +25,8 @@ class _Section(BaseModel):
 
 
 class IngestConfig(_Section):
+    source: Literal["fashion_mnist", "image_folder", "embeddings"] = "fashion_mnist"  # format of `input`
+    input: str = DEFAULT_FASHION_MNIST_DIR  # idx directory, image folder or Parquet embeddings table
     image_size: int = Field(28, gt=0)  # image_folder: images are resized to image_size x image_size pixels
     grayscale: bool = True  # image_folder: convert to 1 channel (True) or keep RGB (False)
     test_fraction: float = Field(0.2, gt=0, lt=1)  # image_folder without train/ and test/ subfolders
@@ -33,6 +35,17 @@ class IngestConfig(_Section):
     label_column: str | None = "label"  # embeddings table: optional class label column (None: unlabeled)
     vector_column: str = "embedding"  # embeddings table: list<float> column, one vector per row
     split_column: str | None = "split"  # embeddings table: optional "train"/"test" column
+
+
+class ValidationConfig(_Section):
+    # Great Expectations gates on the dataset artifact (and on embedding tables). Fail closed.
+    min_train_items: int = Field(100, ge=1)  # fewer train items than this fails
+    min_test_items: int = Field(20, ge=1)
+    min_class_share: float = Field(0.02, ge=0, le=1)  # every class's share of each split must be within
+    max_class_share: float = Field(0.5, ge=0, le=1)  # [min_class_share, max_class_share]
+    expected_classes: list[str] | None = None  # declared class names (None: whatever the artifact declares)
+    vector_min_norm: float = Field(1e-6, ge=0)  # L2 norm bounds of vectors (items or embeddings)
+    vector_max_norm: float = Field(1e4, gt=0)
 
 
 class ModelConfig(_Section):
@@ -91,12 +104,22 @@ class EvaluateConfig(_Section):
     batch_size: int = Field(1024, gt=0)  # embedding batch size
 
 
+class RegistryConfig(_Section):
+    model_name: str = "fashion-mnist-mrl"  # MLflow registered model name
+    experiment: str = "mrl"  # MLflow experiment of training runs
+    primary_metric: str = "knn_top1"  # evaluation metric the promotion gate compares at every nesting dim
+    tolerance: float = Field(0.005, ge=0)  # challenger may trail the champion by this much at a dim
+    min_first: float = Field(0.5, ge=0)  # with no champion yet, every dim must reach this absolute floor
+
+
 class Config(_Section):
     ingest: IngestConfig = IngestConfig()
+    validation: ValidationConfig = ValidationConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     @model_validator(mode="after")
     def _check_weights(self) -> Config:
@@ -106,6 +129,25 @@ class Config(_Section):
                 f"loss.dim_weights: {len(weights)} weights for {len(self.model.nesting_dims)} nesting_dims"
             )
         return self
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that reads 1e-4 as a float (YAML 1.2), not as the string PyYAML's YAML 1.1 rules give."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _one_line(error: ValidationError, source: str) -> str:
@@ -140,21 +182,33 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> d
         section = raw.setdefault(parts[0], {})
         if not isinstance(section, dict):
             raise MRLError(f"{source}: {parts[0]}: expected a mapping")
-        section[parts[1]] = yaml.safe_load(value)
+        section[parts[1]] = _yaml(value)
     return raw
+
+
+def _raw_params(text: str, source: str) -> dict[str, Any]:
+    try:
+        raw = _yaml(text) or {}
+    except yaml.YAMLError as e:
+        raise MRLError(f"{source}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise MRLError(f"{source}: expected a mapping of sections at the top level")
+    return raw
+
+
+def parse_params(text: str, source: str = "params", overrides: list[str] = ()) -> Config:
+    """Config from params.yaml text ("" gives the embedded defaults): how pipeline steps receive params."""
+    return config_from_dict(apply_overrides(_raw_params(text, source), list(overrides), source), source)
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Load params.yaml (None: the embedded defaults), then apply "section.key=value" overrides."""
     if path is None:
-        return config_from_dict(apply_overrides({}, list(overrides), "--set"), "--set")
-    path = Path(path)
+        return parse_params("", "--set", overrides)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = Path(path).read_text()
     except FileNotFoundError:
         raise MRLError(f"{path}: file not found") from None
-    except yaml.YAMLError as e:
-        raise MRLError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise MRLError(f"{path}: expected a mapping of sections at the top level")
-    return config_from_dict(apply_overrides(raw, list(overrides), str(path)), str(path))
+    except OSError as e:
+        raise MRLError(f"{path}: cannot read ({e.strerror})") from None
+    return parse_params(text, str(path), overrides)

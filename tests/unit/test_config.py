@@ -69,3 +69,8 @@ def test_overrides_are_validated_like_the_file(tmp_path):
 def test_config_round_trips_through_json():
     cfg = load_config(None, ["model.nesting_dims=[2, 4]", "model.embedding_dim=4"])
     assert Config.model_validate(cfg.model_dump(mode="json")) == cfg
+
+
+def test_scientific_notation_is_a_number(tmp_path):
+    # PyYAML's YAML 1.1 rules read 1e-4 as a string; params files write learning rates that way.
+    assert load_config(write(tmp_path, "train:\n  lr: 1e-4\n"), ["train.weight_decay=5e-2"]).train.lr == 1e-4

@@ -1,0 +1,180 @@
+"""Validation stage: Great Expectations suites over the dataset artifact and over embedding tables.
+
+Fails closed: any failed expectation raises a one-line MRLError naming the failed expectations, after the
+full GX result has been written as JSON. Each suite runs on small derived frames (one row per item, per
+split/class, per split), so 70k items validate in about a second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mrl.config import ValidationConfig
+from mrl.data.artifact import SPLITS, atomic_write, load_dataset
+from mrl.errors import MRLError
+
+
+@dataclass
+class ValidationReport:
+    success: bool
+    failures: list[str]  # "expectation(column): detail", one per failed expectation
+    evaluated: int  # expectations evaluated
+    result_path: Path | None
+
+
+def _gx():
+    # GX reads these at import; keep it offline and quiet in pipelines.
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    return gx, gxe
+
+
+def _run_suites(name: str, frames: dict[str, tuple[pd.DataFrame, list]]) -> tuple[list[dict], list[str], int]:
+    """Validate each frame with its expectations in one ephemeral GX context."""
+    gx, _ = _gx()
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas(name)
+    results, failures, evaluated = [], [], 0
+    for frame_name, (frame, expectations) in frames.items():
+        batch = source.add_dataframe_asset(frame_name).add_batch_definition_whole_dataframe("all")
+        suite = context.suites.add(gx.ExpectationSuite(f"{name}.{frame_name}"))
+        for expectation in expectations:
+            suite.add_expectation(expectation)
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{name}.{frame_name}", data=batch, suite=suite))
+        result = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
+        results.append(result.to_json_dict())
+        for r in result.results:
+            evaluated += 1
+            if not r.success:
+                config = r.expectation_config
+                column = config.kwargs.get("column", "")
+                unexpected = r.result.get("unexpected_count")
+                sample = r.result.get("partial_unexpected_list") or []
+                detail = (f"{unexpected} unexpected" + (f", e.g. {sample[:3]}" if sample else "")
+                          if unexpected is not None else f"observed {r.result.get('observed_value')}")
+                failures.append(f"{frame_name}.{config.type}({column}): {detail}")
+    return results, failures, evaluated
+
+
+def _finish(name: str, source: str, results, failures, evaluated, out_path) -> ValidationReport:
+    result_path = None
+    if out_path:
+        result_path = Path(out_path)
+        text = json.dumps({"name": name, "source": source, "success": not failures, "failures": failures,
+                           "results": results}, indent=2, default=str)
+        atomic_write(result_path, lambda f: f.write(text.encode()))
+    report = ValidationReport(not failures, failures, evaluated, result_path)
+    if failures:
+        raise MRLError(f"{source}: {len(failures)} of {evaluated} expectations failed: " + "; ".join(failures))
+    return report
+
+
+def _vector_rows(x: np.ndarray) -> dict[str, np.ndarray]:
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    finite = np.isfinite(flat).all(axis=1)
+    norm = np.linalg.norm(np.where(np.isfinite(flat), flat, 0.0), axis=1)
+    return {"finite": finite, "norm": norm}
+
+
+def dataset_expectations(cfg: ValidationConfig, kind: str, n_classes: int, labeled: bool) -> dict[str, list]:
+    _, gxe = _gx()
+    items = [
+        gxe.ExpectColumnValuesToNotBeNull(column="id"),
+        gxe.ExpectColumnValuesToBeUnique(column="id"),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+        gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
+    ]
+    if labeled:
+        items.append(gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(n_classes))))
+    if kind == "images":
+        items += [gxe.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0, max_value=255),
+                  gxe.ExpectColumnValuesToBeBetween(column="pixel_max", min_value=0, max_value=255)]
+    else:
+        items.append(gxe.ExpectColumnValuesToBeBetween(column="norm", min_value=cfg.vector_min_norm,
+                                                       max_value=cfg.vector_max_norm))
+    frames = {
+        "items": items,
+        "splits": [gxe.ExpectColumnValuesToBeBetween(column="train_items", min_value=cfg.min_train_items),
+                   gxe.ExpectColumnValuesToBeBetween(column="test_items", min_value=cfg.min_test_items)],
+    }
+    if labeled:
+        frames["class_shares"] = [gxe.ExpectColumnValuesToBeBetween(
+            column="share", min_value=cfg.min_class_share, max_value=cfg.max_class_share)]
+    return frames
+
+
+def validate_dataset(data_path: str | Path, cfg: ValidationConfig, out_path: str | Path | None = None) -> ValidationReport:
+    """Run the dataset suite on an artifact from `mrl ingest`; raise MRLError if any expectation fails."""
+    ds = load_dataset(data_path, check=False)
+    classes = [str(c) for c in ds.classes]
+    if cfg.expected_classes is not None and classes != list(cfg.expected_classes):
+        raise MRLError(f"{data_path}: classes {classes} differ from validation.expected_classes "
+                       f"{list(cfg.expected_classes)}")
+    labeled = bool((ds.labels >= 0).any())
+    items = {"id": ds.ids.astype(str), "split": ds.split.astype(str), "label": ds.labels.astype(np.int64)}
+    if ds.kind == "images":
+        flat = ds.x.reshape(len(ds.x), -1)
+        items |= {"finite": np.ones(len(flat), dtype=bool), "pixel_min": flat.min(axis=1), "pixel_max": flat.max(axis=1)}
+    else:
+        items |= _vector_rows(ds.x)
+    items_frame = pd.DataFrame(items)
+    splits_frame = pd.DataFrame([{f"{s}_items": int((items_frame.split == s).sum()) for s in SPLITS}])
+    frames = {"items": items_frame, "splits": splits_frame}
+    if labeled:
+        shares = (items_frame[items_frame.split.isin(SPLITS)].groupby("split").label
+                  .value_counts(normalize=True).rename("share").reset_index())
+        # A class missing from a split is a share of 0, not an absent row.
+        full = pd.MultiIndex.from_product([sorted(set(shares.split)), range(len(classes))], names=["split", "label"])
+        frames["class_shares"] = shares.set_index(["split", "label"]).reindex(full, fill_value=0.0).reset_index()
+    expectations = dataset_expectations(cfg, ds.kind, len(classes), labeled)
+    results, failures, evaluated = _run_suites(
+        "dataset", {name: (frames[name], expectations[name]) for name in expectations})
+    return _finish("dataset", str(data_path), results, failures, evaluated, out_path)
+
+
+def validate_embeddings_table(table_path: str | Path, cfg: ValidationConfig, embedding_dim: int,
+                              out_path: str | Path | None = None, id_column: str = "id",
+                              vector_column: str = "embedding", label_column: str | None = "label") -> ValidationReport:
+    """Run the embeddings suite on a Parquet table (e.g. from `mrl embed`): dimension, finite values,
+    norms within bounds, unique ids, and labels in the declared set when `expected_classes` is set."""
+    _, gxe = _gx()
+    try:
+        table = pd.read_parquet(table_path)
+    except FileNotFoundError:
+        raise MRLError(f"{table_path}: file not found") from None
+    except Exception as e:  # pyarrow raises several types for a foreign file
+        raise MRLError(f"{table_path}: not a readable Parquet file ({type(e).__name__})") from None
+    for column in (id_column, vector_column):
+        if column not in table.columns:
+            raise MRLError(f"{table_path}: missing column {column!r} (columns: {list(table.columns)})")
+    vectors = table[vector_column].tolist()
+    dims = np.array([len(v) if v is not None else 0 for v in vectors])
+    rows = [np.asarray(v, dtype=np.float64) if d == embedding_dim else np.full(embedding_dim, np.nan)
+            for v, d in zip(vectors, dims)]
+    frame = pd.DataFrame({"id": table[id_column].astype(str), "dim": dims} | _vector_rows(np.stack(rows)))
+    frame.loc[dims != embedding_dim, ["finite", "norm"]] = [True, 1.0]  # a wrong dim is reported once, as dim
+    expectations = [
+        gxe.ExpectColumnValuesToBeUnique(column="id"),
+        gxe.ExpectColumnValuesToBeInSet(column="dim", value_set=[embedding_dim]),
+        gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
+        gxe.ExpectColumnValuesToBeBetween(column="norm", min_value=cfg.vector_min_norm, max_value=cfg.vector_max_norm),
+    ]
+    if label_column and label_column in table.columns and cfg.expected_classes is not None:
+        frame["label"] = table[label_column].astype(str)
+        expectations.append(gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(cfg.expected_classes)))
+    results, failures, evaluated = _run_suites("embeddings", {"rows": (frame, expectations)})
+    return _finish("embeddings", str(table_path), results, failures, evaluated, out_path)
