@@ -100,8 +100,9 @@ def test_gate_promotes_refuses_and_rolls_back(trained, uri):
 
 def test_first_model_needs_the_absolute_floor(trained, uri):
     log_and_register(trained, "bad", uri)
-    with pytest.raises(MRLError, match="below floor 0.9 at dims"):
-        promote_if_better(NAME, RegistryConfig(min_first=0.9), tracking_uri=uri)
+    worst = min(row["knn_top1"] for row in json.loads(trained["bad"][1].read_text()).values())
+    with pytest.raises(MRLError, match=f"below floor {worst + 0.001} at dims"):
+        promote_if_better(NAME, RegistryConfig(min_first=worst + 0.001), tracking_uri=uri)
     assert aliases(NAME, uri)["champion"] is None
 
 

@@ -124,8 +124,8 @@ def test_empty_image_folder(tmp_path):
 
 
 def test_class_folder_without_images(image_folder, tmp_path):
-    (image_folder / "class_9").mkdir()
-    ingest_fails("image_folder", image_folder, tmp_path, "class_9: empty folder")
+    (image_folder / "class_x").mkdir()
+    ingest_fails("image_folder", image_folder, tmp_path, "class_x: empty folder")
 
 
 def test_unreadable_image(image_folder, tmp_path):
