@@ -7,7 +7,7 @@ FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 ARTIFACTS ?= artifacts
 MRL := $(BIN)/mrl
 
-.PHONY: install data demo test bench-quality lint clean
+.PHONY: install data demo repro test bench-quality lint compile clean
 
 install: $(VENV)/.installed
 
@@ -21,23 +21,27 @@ $(VENV)/.installed: pyproject.toml
 data:
 	@bash scripts/get-fashion-mnist.sh "$(FASHION_MNIST_DIR)"
 
+# The main job: the training pipeline on kfp.local (ingest -> validate -> train -> evaluate -> register + gate).
 demo: install data
-	$(MRL) ingest --input $(FASHION_MNIST_DIR) --output $(ARTIFACTS)/data/fashion_mnist.npz
-	$(MRL) train --params params.yaml --data $(ARTIFACTS)/data/fashion_mnist.npz --out $(ARTIFACTS)/models/model.pt
-	$(MRL) evaluate --params params.yaml --model $(ARTIFACTS)/models/model.pt \
-	    --data $(ARTIFACTS)/data/fashion_mnist.npz \
-	    --metrics-out $(ARTIFACTS)/metrics/eval.json --plot-out $(ARTIFACTS)/plots/eval_per_dim.png
+	$(MRL) pipeline run --params params.yaml --input $(FASHION_MNIST_DIR)
+
+# The same stages without Kubeflow, cached by DVC (see dvc.yaml).
+repro: install data
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: install
-	$(BIN)/ruff check mrl tests bench
+	$(BIN)/ruff check mrl components pipelines tests bench
 	$(BIN)/pytest -q
 
 lint: install
-	$(BIN)/ruff check mrl tests bench
+	$(BIN)/ruff check mrl components pipelines tests bench
 
 # The paper's comparison (MRL, MRL-E, FF, SVD at every dim); about 30 min on 2 cores. Not part of the tests.
 bench-quality: install data
 	$(BIN)/python bench/quality.py --data-dir $(FASHION_MNIST_DIR) --out bench/results/quality.md
 
+compile: install
+	$(MRL) pipeline compile
+
 clean:
-	rm -rf $(ARTIFACTS)
+	rm -rf $(ARTIFACTS) mlflow.db

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from mrl.config import DEFAULT_FASHION_MNIST_DIR, load_config
+from mrl.config import load_config
 from mrl.errors import MRLError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -38,21 +38,46 @@ def fails_cleanly(command):
 @fails_cleanly
 def ingest(
     output: Annotated[Path, typer.Option(help="dataset artifact to write (.npz)")],
-    source: Annotated[str, typer.Option(help="fashion_mnist | image_folder | embeddings")] = "fashion_mnist",
-    input: Annotated[Path, typer.Option("--input", help="idx directory, image folder or Parquet table")] = Path(
-        DEFAULT_FASHION_MNIST_DIR),
+    source: Annotated[str | None, typer.Option(help="fashion_mnist | image_folder | embeddings "
+                                               "[params: ingest.source]")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="idx directory, image folder or Parquet table "
+                                                  "[params: ingest.input]")] = None,
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ):
     """Read raw data into a dataset artifact (ids, labels, split)."""
     from mrl.ingest import ingest as run
 
-    if source not in ("fashion_mnist", "image_folder", "embeddings"):
-        raise MRLError(f"--source: unknown source {source!r} (fashion_mnist, image_folder or embeddings)")
-    cfg = load_config(params, set_ or [])
-    r = run(source, input, output, cfg.ingest)  # type: ignore[arg-type]
+    overrides = (set_ or []) + ([f"ingest.source={source}"] if source else [])
+    cfg = load_config(params, overrides)
+    r = run(cfg.ingest.source, input or cfg.ingest.input, output, cfg.ingest)
     typer.echo(f"wrote {r.path}: {r.kind} {list(r.item_shape)}, {r.n_train} train + {r.n_test} test items, "
                f"{len(r.classes)} classes")
+
+
+@app.command()
+@fails_cleanly
+def validate(
+    data: Annotated[Path | None, typer.Option(help="dataset artifact to validate")] = None,
+    table: Annotated[Path | None, typer.Option(help="or: an embeddings table (Parquet) to validate")] = None,
+    dim: Annotated[int | None, typer.Option(help="expected dim of --table [params: model.embedding_dim]")] = None,
+    result_out: Annotated[Path | None, typer.Option(help="write the full Great Expectations result (JSON)")] = None,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+):
+    """Great Expectations gates: exit 2 with the failed expectations named if any fails."""
+    from mrl.validate import validate_dataset, validate_embeddings_table
+
+    if (data is None) == (table is None):
+        raise MRLError("validate: give exactly one of --data or --table")
+    cfg = load_config(params, set_ or [])
+    if data is not None:
+        report = validate_dataset(data, cfg.validation, result_out)
+    else:
+        report = validate_embeddings_table(table, cfg.validation, dim or cfg.model.embedding_dim, result_out,
+                                           cfg.ingest.id_column, cfg.ingest.vector_column, cfg.ingest.label_column)
+    typer.echo(f"validation passed: {report.evaluated} expectations" +
+               (f", result in {report.result_path}" if report.result_path else ""))
 
 
 @app.command()
@@ -107,6 +132,142 @@ def embed(
     from mrl.evaluate import embed as run
 
     typer.echo(f"wrote {run(model, data, out, batch_size)}")
+
+
+TrackingOpt = Annotated[str | None, typer.Option(help="MLflow URI [env MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]")]
+
+
+def _write_json(path: Path | None, payload: dict) -> None:
+    if path:
+        from mrl.data.artifact import atomic_write
+
+        atomic_write(path, lambda f: f.write((json.dumps(payload, indent=2) + "\n").encode()))
+
+
+@app.command()
+@fails_cleanly
+def register(
+    model: Annotated[Path, typer.Option(help="checkpoint from `mrl train`")],
+    metrics: Annotated[Path, typer.Option(help="per-dim metrics JSON from `mrl evaluate`")],
+    plot: Annotated[Path | None, typer.Option(help="per-dim plot from `mrl evaluate`")] = None,
+    gate: Annotated[bool, typer.Option("--gate/--no-gate", help="also run the promotion gate; aliases move only "
+                                       "if it passes")] = False,
+    out: Annotated[Path | None, typer.Option(help="write the registration (and gate decision) as JSON")] = None,
+    tracking_uri: TrackingOpt = None,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+):
+    """Log the run to MLflow and register a model version as `challenger` (--gate: gate it too)."""
+    from mrl.registry import register_and_promote, register_model
+    from mrl.tracking import log_training_run
+
+    cfg = load_config(params, set_ or []).registry
+    if gate:
+        registration, decision = register_and_promote(model, metrics, plot, cfg, tracking_uri)
+        typer.echo(decision.table())
+        typer.echo(f"{cfg.model_name} v{registration.version} is champion (and challenger)")
+        _write_json(out, {"registration": vars(registration), "gate": decision.to_dict()})
+        return
+    run_id = log_training_run(model, metrics, plot, tracking_uri, cfg.experiment)
+    registration = register_model(run_id, cfg.model_name, tracking_uri)
+    typer.echo(f"registered {cfg.model_name} v{registration.version} (run {run_id}) as challenger")
+    _write_json(out, {"registration": vars(registration)})
+
+
+@app.command("promote-model")
+@fails_cleanly
+def promote_model(
+    version: Annotated[str | None, typer.Option(help="version to gate (default: the challenger)")] = None,
+    out: Annotated[Path | None, typer.Option(help="write the gate decision as JSON")] = None,
+    tracking_uri: TrackingOpt = None,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+):
+    """Make the challenger champion if it holds up at every nesting dim; exit 2 naming the dims if not."""
+    from mrl.registry import promote_if_better
+
+    cfg = load_config(params, set_ or []).registry
+    decision = promote_if_better(cfg.model_name, cfg, version, tracking_uri)
+    typer.echo(decision.table())
+    typer.echo(f"{cfg.model_name} v{decision.version} is champion")
+    _write_json(out, decision.to_dict())
+
+
+@app.command("rollback-model")
+@fails_cleanly
+def rollback_model(tracking_uri: TrackingOpt = None, params: ParamsOpt = None, set_: SetOpt = None):
+    """Move `champion` back to the version it replaced."""
+    from mrl.registry import rollback_model as run
+
+    cfg = load_config(params, set_ or []).registry
+    old, new = run(cfg.model_name, tracking_uri)
+    typer.echo(f"{cfg.model_name}: champion moved from v{old} back to v{new}")
+
+
+@app.command()
+@fails_cleanly
+def models(tracking_uri: TrackingOpt = None, params: ParamsOpt = None, set_: SetOpt = None):
+    """Show the registry aliases (champion, challenger)."""
+    from mrl.registry import aliases
+
+    cfg = load_config(params, set_ or []).registry
+    for alias, version in aliases(cfg.model_name, tracking_uri).items():
+        typer.echo(f"{cfg.model_name}@{alias}: {'v' + version if version else '(none)'}")
+
+
+pipeline_app = typer.Typer(no_args_is_help=True, help="Run or compile the Kubeflow training pipeline.")
+app.add_typer(pipeline_app, name="pipeline")
+
+
+@pipeline_app.command("run")
+@fails_cleanly
+def pipeline_run(
+    params: Annotated[Path, typer.Option("--params", "-p", help="params.yaml passed to every step")] = Path("params.yaml"),
+    host: Annotated[str | None, typer.Option(help="KFP API URL: submit the compiled YAML there instead of "
+                                             "running locally")] = None,
+    input_path: Annotated[str, typer.Option("--input", help="raw data for ingest [params: ingest.input]")] = "",
+    tracking_uri: TrackingOpt = None,
+    pipeline_root: Annotated[Path, typer.Option(help="kfp.local outputs")] = Path("artifacts/kfp"),
+):
+    """Ingest -> validate -> train -> evaluate -> register and gate, on kfp.local or a KFP cluster."""
+    from mrl.evaluate import format_table
+    from mrl.registry import aliases
+    from mrl.tracking import resolve_tracking_uri
+
+    cfg = load_config(params)  # fail here, not three steps in, on a bad params file
+    text = params.read_text()
+    if host:
+        from pipelines.run import submit
+
+        run_id = submit(host, text, tracking_uri or "", cfg.registry.experiment, input_path=input_path)
+        typer.echo(f"submitted run {run_id} to {host}")
+        return
+    from pipelines.run import latest_local_output, run_local
+
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        version = run_local(text, uri, pipeline_root, input_path=input_path)
+    except RuntimeError as e:
+        raise MRLError(f"pipeline failed: {e} (the step's log above says why); registry aliases unchanged") from None
+    per_dim = latest_local_output(pipeline_root, "evaluate-op", "per_dim")
+    if per_dim:
+        rows = {int(m): row for m, row in json.loads(per_dim.read_text()).items()}
+        typer.echo("\nper-dim evaluation (test queries vs train database):\n" + format_table(rows))
+    typer.echo(f"\nregistered and promoted {cfg.registry.model_name} v{version}")
+    for alias, v in aliases(cfg.registry.model_name, uri).items():
+        typer.echo(f"  {cfg.registry.model_name}@{alias}: {'v' + v if v else '(none)'}")
+    if uri.startswith("sqlite:"):
+        typer.echo(f"MLflow UI: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)")
+    typer.echo(f"pipeline outputs: {pipeline_root}/")
+
+
+@pipeline_app.command("compile")
+@fails_cleanly
+def pipeline_compile(out: Annotated[Path | None, typer.Option(help="YAML to write")] = None):
+    """Compile the training pipeline to YAML (checked in as pipelines/training.yaml)."""
+    from pipelines.training import COMPILED, compile_pipeline
+
+    typer.echo(f"wrote {compile_pipeline(out or COMPILED)}")
 
 
 @app.command("show-params")

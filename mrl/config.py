@@ -147,7 +147,7 @@ _YamlLoader.add_implicit_resolver(
 
 
 def _yaml(text: str):
-    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_YamlLoader)
 
 
 def _one_line(error: ValidationError, source: str) -> str:

@@ -9,11 +9,12 @@ leaves `champion` where it was.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from mrl.config import RegistryConfig
 from mrl.errors import MRLError
-from mrl.tracking import MODEL_URI_TAG, client
+from mrl.tracking import MODEL_URI_TAG, client, log_training_run
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 PREVIOUS_TAG = "mrl.previous_champion"
@@ -33,6 +34,9 @@ class GateDecision:
     previous_champion: str | None
     rows: list[dict] = field(default_factory=list)  # one per dim: dim, challenger, champion/floor, ok
     regressed_dims: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
     def table(self) -> str:
         against = "champion" if self.previous_champion else "floor"
@@ -56,8 +60,9 @@ def aliases(model_name: str, tracking_uri: str | None = None) -> dict[str, str |
     return {alias: _alias_version(c, model_name, alias) for alias in (CHAMPION, CHALLENGER)}
 
 
-def register_model(run_id: str, model_name: str, tracking_uri: str | None = None) -> Registration:
-    """Register the model logged by `run_id` as a new version and point `challenger` at it."""
+def register_model(run_id: str, model_name: str, tracking_uri: str | None = None,
+                   set_challenger: bool = True) -> Registration:
+    """Register the model logged by `run_id` as a new version and (by default) point `challenger` at it."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -69,9 +74,10 @@ def register_model(run_id: str, model_name: str, tracking_uri: str | None = None
     model_uri = run.data.tags.get(MODEL_URI_TAG)
     if not model_uri:
         raise MRLError(f"run {run_id}: has no logged model (tag {MODEL_URI_TAG})")
-    version = mlflow.register_model(model_uri, model_name, tags={"mrl.run_id": run_id}).version
-    c.set_registered_model_alias(model_name, CHALLENGER, version)
-    return Registration(model_name, str(version), run_id)
+    version = str(mlflow.register_model(model_uri, model_name, tags={"mrl.run_id": run_id}).version)
+    if set_challenger:
+        c.set_registered_model_alias(model_name, CHALLENGER, version)
+    return Registration(model_name, version, run_id)
 
 
 def _dim_metrics(mlflow_client, model_name: str, version: str, metric: str) -> dict[int, float]:
@@ -131,3 +137,14 @@ def rollback_model(model_name: str, tracking_uri: str | None = None) -> tuple[st
         raise MRLError(f"{model_name}: champion v{current} has no previous champion to roll back to")
     c.set_registered_model_alias(model_name, CHAMPION, previous)
     return current, previous
+
+
+def register_and_promote(model_path: str | Path, metrics_path: str | Path, plot_path: str | Path | None,
+                         cfg: RegistryConfig, tracking_uri: str | None = None) -> tuple[Registration, GateDecision]:
+    """The pipeline's last step: log the run, register a version, gate it, and only when it passes move
+    both aliases to it. A refusal (MRLError) or any failure leaves `challenger` and `champion` as they were."""
+    run_id = log_training_run(model_path, metrics_path, plot_path, tracking_uri, cfg.experiment)
+    registration = register_model(run_id, cfg.model_name, tracking_uri, set_challenger=False)
+    decision = promote_if_better(cfg.model_name, cfg, registration.version, tracking_uri)
+    client(tracking_uri).set_registered_model_alias(cfg.model_name, CHALLENGER, registration.version)
+    return registration, decision

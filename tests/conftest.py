@@ -1,49 +1,23 @@
-"""Tiny, learnable fixtures written in the real input formats (idx.gz, image folders, Parquet)."""
+"""Fixtures: tiny, learnable datasets in the real input formats (idx.gz, image folders, Parquet)."""
 
-from __future__ import annotations
-
-import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from helpers import synthetic_images, write_embeddings_table, write_fashion_mnist
 from PIL import Image
-
-NUM_CLASSES = 10  # as many as Fashion-MNIST declares, so class-balance checks see every class
-
-
-def synthetic_images(n: int, seed: int, size: int = 28) -> tuple[np.ndarray, np.ndarray]:
-    """Class c is a bright 5x5 square in cell c of a 3x4 grid on a noisy background: easy, but needs learning."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, NUM_CLASSES, n).astype(np.uint8)
-    images = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
-    for i, c in enumerate(labels):
-        r, q = (c // 4) * (size // 3) + 2, (c % 4) * (size // 4) + 1
-        images[i, r:r + 5, q:q + 5] = rng.integers(180, 255)
-    return images, labels
-
-
-def write_idx(path: Path, array: np.ndarray, magic_ndim: int | None = None) -> Path:
-    ndim = array.ndim if magic_ndim is None else magic_ndim
-    header = struct.pack(">HBB", 0, 0x08, ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
-    return path
 
 
 @pytest.fixture
 def fmnist_dir(tmp_path: Path) -> Path:
     """The four Fashion-MNIST idx.gz files, 240 train and 80 test items."""
-    d = tmp_path / "fmnist"
-    d.mkdir()
-    for prefix, n, seed in (("train", 240, 0), ("t10k", 80, 1)):
-        images, labels = synthetic_images(n, seed)
-        write_idx(d / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return d
+    return write_fashion_mnist(tmp_path / "fmnist", 240, 80)
+
+
+@pytest.fixture
+def raw_dir(tmp_path: Path) -> Path:
+    """Fashion-MNIST-format input for pipeline runs: 300 train and 100 test images."""
+    return write_fashion_mnist(tmp_path / "raw", 300, 100)
 
 
 @pytest.fixture
@@ -55,17 +29,6 @@ def image_folder(tmp_path: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(folder / f"{i:03d}.png")
     return root
-
-
-def write_embeddings_table(path: Path, vectors: list, ids=None, labels=None, splits=None) -> Path:
-    n = len(vectors)
-    columns = {"id": ids if ids is not None else [f"item-{i}" for i in range(n)], "embedding": vectors}
-    if labels is not None:
-        columns["label"] = labels
-    if splits is not None:
-        columns["split"] = splits
-    pq.write_table(pa.table(columns), path)
-    return path
 
 
 @pytest.fixture

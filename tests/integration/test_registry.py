@@ -23,15 +23,10 @@ NAME = "test-mrl"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A good model (trained) and a bad one (learning rate ~0), each trained and evaluated once."""
-    from conftest import synthetic_images, write_idx
+    from helpers import write_fashion_mnist
 
     tmp = tmp_path_factory.mktemp("registry")
-    raw = tmp / "raw"
-    raw.mkdir()
-    for prefix, n, seed in (("train", 240, 0), ("t10k", 80, 1)):
-        images, labels = synthetic_images(n, seed)
-        write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    raw = write_fashion_mnist(tmp / "raw", 240, 80)
     data = ingest("fashion_mnist", raw, tmp / "ds.npz", IngestConfig()).path
     out = {}
     for name, lr, epochs in (("good", 0.01, 4), ("bad", 1e-7, 1)):

@@ -116,7 +116,7 @@ def test_evaluate_rejects_a_dataset_the_model_was_not_built_for(dataset, embeddi
 
 
 def test_supervised_objective_on_unlabeled_data_is_refused(tmp_path):
-    from conftest import write_embeddings_table
+    from helpers import write_embeddings_table
 
     table = write_embeddings_table(tmp_path / "t.parquet", np.random.default_rng(0).normal(size=(40, 4)).tolist())
     ds = ingest("embeddings", table, tmp_path / "ds.npz", IngestConfig()).path

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
+from helpers import write_embeddings_table
 
-from conftest import write_embeddings_table
 from mrl.config import IngestConfig, ValidationConfig
 from mrl.data import Dataset, load_dataset
 from mrl.data.artifact import atomic_write

@@ -4,7 +4,7 @@ import gzip
 
 import numpy as np
 import pytest
-from conftest import synthetic_images, write_embeddings_table, write_idx
+from helpers import synthetic_images, write_embeddings_table, write_idx
 from typer.testing import CliRunner
 
 from mrl.cli import app

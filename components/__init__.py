@@ -1,0 +1,15 @@
+"""Kubeflow Pipelines components: one per stage, each a thin adapter that calls one `mrl` function.
+
+Every component runs in the project's image (Dockerfile at the repository root, `mrl` installed), so
+the bodies import `mrl` and nothing is pip-installed at run time. Locally, kfp.local's
+SubprocessRunner(use_venv=False) runs the same bodies in the installed environment.
+Params travel as the text of params.yaml ("" = the embedded defaults) and are validated in each step.
+"""
+
+from components.evaluate import evaluate_op
+from components.ingest import ingest_op
+from components.register import register_op
+from components.train import train_op
+from components.validate import validate_op
+
+__all__ = ["evaluate_op", "ingest_op", "register_op", "train_op", "validate_op"]

@@ -1,0 +1,1 @@
+"""Kubeflow pipelines: wiring only. `python -m pipelines.training` compiles pipelines/training.yaml."""

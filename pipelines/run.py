@@ -1,0 +1,37 @@
+"""Run the training pipeline: locally with kfp.local (default) or on a Kubeflow Pipelines cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.training import COMPILED, training_pipeline
+
+
+def run_local(params_yaml: str, tracking_uri: str, pipeline_root: Path, source: str = "", input_path: str = "") -> str:
+    """Run every step as a subprocess in this environment; returns the promoted model version.
+    Raises RuntimeError naming the failed task (its log, above, has the one-line reason)."""
+    from kfp import local
+
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()))
+    task = training_pipeline(params_yaml=params_yaml, source=source, input_path=input_path, tracking_uri=tracking_uri)
+    return str(task.output)
+
+
+def submit(host: str, params_yaml: str, tracking_uri: str = "", experiment: str = "mrl",
+           source: str = "", input_path: str = "", package: Path = COMPILED) -> str:
+    """Submit the compiled pipeline YAML to a KFP cluster; returns the run id."""
+    import kfp
+
+    run = kfp.Client(host=host).create_run_from_pipeline_package(
+        str(package), experiment_name=experiment,
+        arguments={"params_yaml": params_yaml, "tracking_uri": tracking_uri, "source": source, "input_path": input_path},
+    )
+    return run.run_id
+
+
+def latest_local_output(pipeline_root: Path, task: str, output: str) -> Path | None:
+    """Path of `output` written by `task` in the newest local run under `pipeline_root`."""
+    runs = sorted(p for p in pipeline_root.glob("mrl-training-*") if p.is_dir())
+    candidate = runs[-1] / task / output if runs else None
+    return candidate if candidate and candidate.exists() else None

@@ -1,0 +1,69 @@
+"""Tiny, learnable data written in the real input formats (idx.gz, Parquet), and small-run params."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+NUM_CLASSES = 10  # as many as Fashion-MNIST declares, so class-balance checks see every class
+REPO = Path(__file__).resolve().parents[1]
+SMALL_PARAMS = {  # a model and run small enough for seconds-long pipeline tests
+    "model": {"embedding_dim": 16, "nesting_dims": [4, 8, 16], "cnn_widths": [8, 16, 16]},
+    "train": {"epochs": 1, "batch_size": 32},
+    "evaluate": {"recall_ks": [1], "probe_epochs": 20},
+    "registry": {"min_first": 0.3},
+}
+
+
+def synthetic_images(n: int, seed: int, size: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    """Class c is a bright 5x5 square in cell c of a 3x4 grid on a noisy background: easy, but needs learning."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, NUM_CLASSES, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        r, q = (c // 4) * (size // 3) + 2, (c % 4) * (size // 4) + 1
+        images[i, r:r + 5, q:q + 5] = rng.integers(180, 255)
+    return images, labels
+
+
+def write_idx(path: Path, array: np.ndarray, magic_ndim: int | None = None) -> Path:
+    ndim = array.ndim if magic_ndim is None else magic_ndim
+    header = struct.pack(">HBB", 0, 0x08, ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+def write_embeddings_table(path: Path, vectors: list, ids=None, labels=None, splits=None) -> Path:
+    n = len(vectors)
+    columns = {"id": ids if ids is not None else [f"item-{i}" for i in range(n)], "embedding": vectors}
+    if labels is not None:
+        columns["label"] = labels
+    if splits is not None:
+        columns["split"] = splits
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def write_fashion_mnist(directory: Path, n_train: int, n_test: int) -> Path:
+    """The four Fashion-MNIST idx.gz files with synthetic images."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        images, labels = synthetic_images(n, seed)
+        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return directory
+
+
+def small_params(raw_dir: Path, **changes: dict) -> str:
+    """The repository's params.yaml (every key, as DVC's templating needs) with small-run changes."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in ({**SMALL_PARAMS, "ingest": {"input": str(raw_dir)}} | changes).items():
+        params[section] = params[section] | values
+    return yaml.safe_dump(params, sort_keys=False)
