@@ -215,6 +215,65 @@ def models(tracking_uri: TrackingOpt = None, params: ParamsOpt = None, set_: Set
         typer.echo(f"{cfg.model_name}@{alias}: {'v' + version if version else '(none)'}")
 
 
+MilvusOpt = Annotated[str | None, typer.Option(help="Milvus URI or Milvus Lite file [env MILVUS_URI, else ./milvus.db]")]
+
+
+@app.command()
+@fails_cleanly
+def promote(
+    data: Annotated[Path, typer.Option(help="dataset artifact: the catalogue to index (test split = held-out queries)")],
+    version: Annotated[str | None, typer.Option(help="model version to index (default: the champion)")] = None,
+    out: Annotated[Path | None, typer.Option(help="write the promotion record (JSON)")] = None,
+    tracking_uri: TrackingOpt = None,
+    milvus_uri: MilvusOpt = None,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+):
+    """Embed the catalogue with the champion, choose the funnel, build and verify a new Milvus collection,
+    then swap the serving alias to it."""
+    from mrl.promote import promote_index
+
+    cfg = load_config(params, set_ or [])
+    r = promote_index(cfg, data, tracking_uri, milvus_uri, version, log=typer.echo)
+    if r.dropped:
+        typer.echo(f"dropped old collections: {', '.join(r.dropped)}")
+    _write_json(out, {"collection": r.collection, "previous": r.previous, "rows": r.rows,
+                      "funnel": r.funnel.row(), "verify_recall": r.verify_recall, "dropped": r.dropped})
+
+
+@app.command("rollback-index")
+@fails_cleanly
+def rollback_index(milvus_uri: MilvusOpt = None, params: ParamsOpt = None, set_: SetOpt = None):
+    """Point the serving alias back at the collection the current one replaced."""
+    from mrl.promote import rollback_index as run
+
+    cfg = load_config(params, set_ or [])
+    old, new = run(cfg, milvus_uri)
+    typer.echo(f"alias {cfg.retrieval.collection_prefix}: {old} -> {new}")
+
+
+@app.command()
+@fails_cleanly
+def search(
+    item_id: Annotated[str, typer.Option("--id", help="search with this item's stored embedding")],
+    k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    milvus_uri: MilvusOpt = None,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+):
+    """Funnel search of the served index by an item id: prints ids, scores, labels and stage timings."""
+    from mrl.retrieval.milvus_index import open_served_index
+
+    cfg = load_config(params, set_ or [])
+    index = open_served_index(cfg.retrieval, milvus_uri)
+    hits, timings = index.search(index.vector_of(item_id)[None, :], k)
+    typer.echo(f"{index.name} (model v{index.info.model_version}, funnel {index.info.funnel.name()}), "
+               f"neighbours of {item_id}:")
+    for rank, hit in enumerate(hits[0], 1):
+        typer.echo(f"  {rank:>3}. {hit['id']:<28} {hit['score']:.4f}  {hit['label']}")
+    typer.echo("  timings: " + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in timings.items()))
+
+
 pipeline_app = typer.Typer(no_args_is_help=True, help="Run or compile the Kubeflow training pipeline.")
 app.add_typer(pipeline_app, name="pipeline")
 

@@ -112,6 +112,27 @@ class RegistryConfig(_Section):
     min_first: float = Field(0.5, ge=0)  # with no champion yet, every dim must reach this absolute floor
 
 
+class RetrievalConfig(_Section):
+    # Funnel search: shortlist with a d0-dim prefix, re-rank with longer ones. Candidates are measured on
+    # held-out queries and the cheapest that reaches target_recall (recall@k vs exact full-dim) is chosen.
+    k: int = Field(10, gt=0)  # results per query, and the k of recall@k
+    target_recall: float = Field(0.99, gt=0, le=1)
+    candidate_d0: list[int] = [8, 16, 32, 64]  # shortlist prefix sizes tried (each must be a nesting dim)
+    candidate_k0: list[int] = [50, 100, 200, 400, 800, 1600]  # shortlist sizes tried
+    cascades: list[list[int]] = [[512], [64, 512]]  # re-rank dims tried after the shortlist
+    shrink: int = Field(4, ge=2)  # each cascade stage keeps 1/shrink of its input
+    max_queries: int = Field(500, gt=0)  # held-out queries used to choose the funnel
+    # Milvus index of the d0 field: HNSW (fast, approximate) or FLAT (exact scan).
+    index_type: Literal["HNSW", "FLAT"] = "HNSW"
+    hnsw_m: int = Field(16, gt=0)
+    hnsw_ef_construction: int = Field(200, gt=0)
+    hnsw_ef: int = Field(0, ge=0)  # search-time ef; 0 = 2 x k0 (HNSW needs ef >= the shortlist size)
+    collection_prefix: str = "items"  # collections are <prefix>_v<model version>; the alias is <prefix>
+    keep_last: int = Field(2, ge=2)  # versioned collections kept (current + previous for rollback)
+    insert_batch: int = Field(10_000, gt=0)  # rows per Milvus insert
+    verify_queries: int = Field(200, gt=0)  # sample queries whose funnel recall must meet the target
+
+
 class Config(_Section):
     ingest: IngestConfig = IngestConfig()
     validation: ValidationConfig = ValidationConfig()
@@ -120,6 +141,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegistryConfig = RegistryConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
 
     @model_validator(mode="after")
     def _check_weights(self) -> Config:

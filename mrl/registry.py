@@ -46,7 +46,7 @@ class GateDecision:
         return "\n".join(lines)
 
 
-def _alias_version(mlflow_client, name: str, alias: str) -> str | None:
+def alias_version(mlflow_client, name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -57,7 +57,7 @@ def _alias_version(mlflow_client, name: str, alias: str) -> str | None:
 
 def aliases(model_name: str, tracking_uri: str | None = None) -> dict[str, str | None]:
     c = client(tracking_uri)
-    return {alias: _alias_version(c, model_name, alias) for alias in (CHAMPION, CHALLENGER)}
+    return {alias: alias_version(c, model_name, alias) for alias in (CHAMPION, CHALLENGER)}
 
 
 def register_model(run_id: str, model_name: str, tracking_uri: str | None = None,
@@ -96,10 +96,10 @@ def promote_if_better(model_name: str, cfg: RegistryConfig, version: str | None 
     primary metric >= champion's - tolerance; the first model needs min_first at every dim.
     Raises MRLError listing the regressed dims when refused; champion is then untouched."""
     c = client(tracking_uri)
-    version = version or _alias_version(c, model_name, CHALLENGER)
+    version = version or alias_version(c, model_name, CHALLENGER)
     if version is None:
         raise MRLError(f"{model_name}: no '{CHALLENGER}' alias to promote; run `mrl register` first")
-    champion = _alias_version(c, model_name, CHAMPION)
+    champion = alias_version(c, model_name, CHAMPION)
     if champion == version:
         return GateDecision(True, version, champion)
     ours = _dim_metrics(c, model_name, version, cfg.primary_metric)
@@ -129,7 +129,7 @@ def promote_if_better(model_name: str, cfg: RegistryConfig, version: str | None 
 def rollback_model(model_name: str, tracking_uri: str | None = None) -> tuple[str, str]:
     """Move `champion` back to the version it replaced. Returns (from_version, to_version)."""
     c = client(tracking_uri)
-    current = _alias_version(c, model_name, CHAMPION)
+    current = alias_version(c, model_name, CHAMPION)
     if current is None:
         raise MRLError(f"{model_name}: has no '{CHAMPION}' alias to roll back")
     previous = c.get_model_version(model_name, current).tags.get(PREVIOUS_TAG)

@@ -79,6 +79,7 @@ def log_training_run(model_path: str | Path, metrics_path: str | Path, plot_path
     with mlflow.start_run(run_name=run_name) as run:
         mlflow.log_params(flatten_config(cfg.model_dump(mode="json")))
         mlflow.set_tags({"mrl.objective": cfg.loss.objective, "mrl.nesting_dims": json.dumps(model.nesting_dims),
+                         "mrl.kind": model.meta["kind"], "mrl.item_shape": json.dumps(model.meta["item_shape"]),
                          "mrl.data": str(model.meta.get("data", ""))})
         for record in model.meta["history"]:
             mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))

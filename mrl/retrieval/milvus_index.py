@@ -1,0 +1,186 @@
+"""The Milvus side of funnel search: versioned collections behind one alias, promoted atomically.
+
+A collection `<prefix>_v<model version>` holds, per item: id, label, the normalized d0-dim prefix (ANN
+index, inner product = cosine) and the full embedding (for re-ranking). Its `mrl.info` property is a JSON
+record of what the service needs (funnel, model version, nesting dims) and which collection it replaced. The
+alias `<prefix>` is the only thing that moves, with one `alter_alias` call after verification.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mrl.errors import MRLError
+from mrl.retrieval.funnel import Funnel, SearchResult, normalized_prefix, rerank
+
+DEFAULT_MILVUS_URI = "milvus.db"  # Milvus Lite data file in the project directory
+INFO_PROPERTY = "mrl.info"  # collection property holding CollectionInfo as JSON
+
+
+def resolve_milvus_uri(explicit: str | None = None) -> str:
+    """explicit > $MILVUS_URI > ./milvus.db (Milvus Lite, one process at a time)."""
+    uri = explicit or os.environ.get("MILVUS_URI") or DEFAULT_MILVUS_URI
+    return uri if "://" in uri else str(Path(uri).resolve())
+
+
+def connect(uri: str | None = None):
+    import logging
+
+    from pymilvus import MilvusClient
+
+    # Milvus Lite's in-process gRPC server logs a traceback for RPCs it does not implement (and that the
+    # client handles); keep those out of users' logs.
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # it logs each failed RPC before raising it
+
+    uri = resolve_milvus_uri(uri)
+    try:
+        return MilvusClient(uri)
+    except Exception as e:  # pymilvus raises MilvusException, ConnectionError, RuntimeError, ...
+        raise MRLError(f"Milvus at {uri}: cannot connect ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    model_name: str
+    model_version: str
+    funnel: Funnel
+    nesting_dims: list[int]
+    k: int
+    previous: str | None  # the collection this one replaced, for rollback
+
+    def describe(self) -> str:
+        return json.dumps({"model_name": self.model_name, "model_version": self.model_version,
+                           "funnel": self.funnel.to_dict(), "nesting_dims": self.nesting_dims, "k": self.k,
+                           "previous": self.previous})
+
+    @classmethod
+    def read(cls, client, name: str) -> CollectionInfo:
+        d = json.loads(client.describe_collection(name).get("properties", {}).get(INFO_PROPERTY) or "{}")
+        if "funnel" not in d:
+            raise MRLError(f"Milvus collection {name}: not created by `mrl promote` (no {INFO_PROPERTY} property)")
+        return cls(name, d["model_name"], str(d["model_version"]), Funnel.from_dict(d["funnel"]),
+                   list(d["nesting_dims"]), int(d["k"]), d.get("previous"))
+
+
+def alias_target(client, alias: str) -> str | None:
+    """The collection `alias` points at, or None if the alias does not exist."""
+    if alias not in client.list_aliases().get("aliases", []):
+        return None
+    return client.describe_alias(alias)["collection_name"]
+
+
+def row_count(client, name: str) -> int:
+    return int(client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"])
+
+
+def versioned_collections(client, prefix: str) -> list[str]:
+    """Collections named <prefix>_v<N>, oldest first."""
+    pattern = re.compile(rf"^{re.escape(prefix)}_v(\d+)$")
+    found = [(int(m.group(1)), name) for name in client.list_collections() if (m := pattern.match(name))]
+    return [name for _, name in sorted(found)]
+
+
+def create_collection(client, info: CollectionInfo, full_dim: int, index_type: str, hnsw_m: int,
+                      hnsw_ef_construction: int) -> None:
+    from pymilvus import DataType, MilvusClient
+
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=256)
+    schema.add_field("label", DataType.VARCHAR, max_length=256)
+    schema.add_field("short", DataType.FLOAT_VECTOR, dim=info.funnel.d0)
+    schema.add_field("full", DataType.FLOAT_VECTOR, dim=full_dim)
+    index = client.prepare_index_params()
+    params = {"M": hnsw_m, "efConstruction": hnsw_ef_construction} if index_type == "HNSW" else {}
+    index.add_index("short", index_type=index_type, metric_type="IP", params=params)
+    index.add_index("full", index_type="FLAT", metric_type="IP")
+    client.create_collection(info.name, schema=schema, index_params=index, properties={INFO_PROPERTY: info.describe()})
+
+
+def insert_rows(client, name: str, ids: np.ndarray, labels: list[str], embeddings: np.ndarray, d0: int,
+                batch: int, progress=None) -> int:
+    """Insert in large batches; rows carry numpy arrays (measured faster here than list-valued rows)."""
+    short = normalized_prefix(embeddings, d0)
+    inserted = 0
+    for start in range(0, len(ids), batch):
+        end = min(start + batch, len(ids))
+        client.insert(name, [{"id": str(ids[i]), "label": labels[i], "short": short[i], "full": embeddings[i]}
+                             for i in range(start, end)])
+        inserted = end
+        if progress:
+            progress(end - start)
+    return inserted
+
+
+class MilvusFunnelIndex:
+    """Funnel search against a collection (usually through the alias): ANN shortlist on the d0 field in
+    Milvus, then re-rank the candidates' full embeddings in process."""
+
+    def __init__(self, client, name: str, hnsw_ef: int = 0):
+        self.client, self.name = client, name
+        self.info = CollectionInfo.read(client, name)
+        client.load_collection(name)  # a no-op when loaded; needed after a restart
+        self.hnsw_ef = hnsw_ef
+
+    def search(self, queries: np.ndarray, k: int | None = None) -> tuple[list[list[dict]], dict[str, float]]:
+        """Per query: [{"id", "score", "label"}], best first; and per-stage timings in ms (summed)."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        k = k or self.info.k
+        stages = self.info.funnel.stages(k)
+        d0, k0 = stages[0]
+        timings = {}
+        start = time.perf_counter()
+        ef = self.hnsw_ef or max(2 * k0, 64)
+        hits = self.client.search(self.name, data=list(normalized_prefix(queries, d0)), anns_field="short", limit=k0,
+                                  output_fields=["label"], search_params={"metric_type": "IP", "params": {"ef": ef}})
+        timings[f"shortlist_d{d0}"] = 1000 * (time.perf_counter() - start)
+        results = []
+        for q, query_hits in zip(queries, hits):
+            ids = [h["id"] for h in query_hits]
+            labels = {h["id"]: h["entity"]["label"] for h in query_hits}
+            scores = np.array([h["distance"] for h in query_hits], dtype=np.float32)
+            if len(stages) > 1 and ids:
+                start = time.perf_counter()
+                rows = {r["id"]: r["full"] for r in self.client.get(self.name, ids=ids, output_fields=["full"])}
+                timings["fetch_full"] = timings.get("fetch_full", 0.0) + 1000 * (time.perf_counter() - start)
+                full = np.asarray([rows[i] for i in ids], dtype=np.float32)
+                order = np.arange(len(ids))[None, :]
+                for dim, keep in stages[1:]:
+                    start = time.perf_counter()
+                    order, score_rows = rerank(q[None, :], normalized_prefix(full, dim), order, keep)
+                    timings[f"rerank_d{dim}"] = timings.get(f"rerank_d{dim}", 0.0) + 1000 * (time.perf_counter() - start)
+                ids, scores = [ids[j] for j in order[0]], score_rows[0]
+            results.append([{"id": i, "score": float(s), "label": labels[i]} for i, s in zip(ids[:k], scores[:k])])
+        return results, timings
+
+    def vector_of(self, item_id: str) -> np.ndarray:
+        """The stored full embedding of an item; MRLError if the id is unknown."""
+        rows = self.client.get(self.name, ids=[item_id], output_fields=["full"])
+        if not rows:
+            raise MRLError(f"unknown item id {item_id!r} in {self.name}")
+        return np.asarray(rows[0]["full"], dtype=np.float32)
+
+    def search_result(self, queries: np.ndarray, id_to_row: dict[str, int], k: int | None = None) -> SearchResult:
+        """The same search as row indices, for measuring recall against in-memory exact search."""
+        hits, timings = self.search(queries, k)
+        indices = np.array([[id_to_row[h["id"]] for h in row] for row in hits])
+        scores = np.array([[h["score"] for h in row] for row in hits])
+        return SearchResult(indices, scores, timings)
+
+
+def open_served_index(cfg, uri: str | None = None, client=None) -> MilvusFunnelIndex:
+    """The collection behind the serving alias (cfg: RetrievalConfig)."""
+    client = client or connect(uri)
+    name = alias_target(client, cfg.collection_prefix)
+    if name is None:
+        raise MRLError(f"Milvus alias {cfg.collection_prefix} does not exist at {resolve_milvus_uri(uri)}; "
+                       "run `mrl promote` first")
+    return MilvusFunnelIndex(client, name, cfg.hnsw_ef)
