@@ -274,6 +274,28 @@ def search(
     typer.echo("  timings: " + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in timings.items()))
 
 
+@app.command()
+@fails_cleanly
+def serve(
+    host: Annotated[str, typer.Option(help="bind address (default: this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    query_log_dir: Annotated[Path, typer.Option(help="rolling window of query embeddings")] = Path("artifacts/query_log"),
+    no_model: Annotated[bool, typer.Option("--no-model", help="skip loading the model (image search off)")] = False,
+    tracking_uri: TrackingOpt = None,
+    milvus_uri: MilvusOpt = None,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+):
+    """HTTP funnel search over the promoted index: POST /search, /healthz, /readyz, /metrics, /admin/reload."""
+    import uvicorn
+
+    from mrl.serve import create_app
+
+    cfg = load_config(params, set_ or [])
+    app = create_app(cfg, milvus_uri, tracking_uri, query_log_dir, load_model=not no_model)
+    uvicorn.run(app, host=host, port=port)
+
+
 pipeline_app = typer.Typer(no_args_is_help=True, help="Run or compile the Kubeflow training pipeline.")
 app.add_typer(pipeline_app, name="pipeline")
 

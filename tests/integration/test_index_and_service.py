@@ -1,0 +1,206 @@
+"""Index promotion and the search service against real Milvus Lite, MLflow on sqlite and tiny trained models."""
+
+import base64
+import io
+
+import mlflow
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from helpers import write_fashion_mnist
+from PIL import Image
+
+from mrl import promote as promote_mod
+from mrl.config import IngestConfig, load_config
+from mrl.errors import MRLError
+from mrl.evaluate import evaluate
+from mrl.ingest import ingest
+from mrl.registry import register_model
+from mrl.retrieval import milvus_index as mi
+from mrl.tracking import log_training_run
+from mrl.train import train
+
+PARAMS = ["model.nesting_dims=[4, 8, 16]", "model.embedding_dim=16", "model.cnn_widths=[8, 16, 16]",
+          "train.batch_size=32", "train.epochs=1", "evaluate.recall_ks=[1]", "evaluate.probe_epochs=10",
+          "retrieval.candidate_d0=[4, 8]", "retrieval.candidate_k0=[20, 60]", "retrieval.cascades=[[16]]",
+          "retrieval.max_queries=60", "retrieval.verify_queries=40", "retrieval.target_recall=0.9",
+          "retrieval.insert_batch=100"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A dataset and three registered versions of a tiny model (seeds 0, 1, 2)."""
+    tmp = tmp_path_factory.mktemp("index")
+    data = ingest("fashion_mnist", write_fashion_mnist(tmp / "raw", 240, 80), tmp / "ds.npz", IngestConfig()).path
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    cfg = load_config(None, PARAMS)
+    for seed in range(3):
+        model_cfg = load_config(None, [*PARAMS, f"train.seed={seed}"])
+        model = train(model_cfg, data, tmp / f"m{seed}.pt", log=lambda _: None).path
+        evaluate(model, data, model_cfg.evaluate, tmp / f"m{seed}.json")
+        register_model(log_training_run(model, tmp / f"m{seed}.json", None, uri), cfg.registry.model_name, uri)
+    return {"data": data, "uri": uri, "cfg": cfg, "tmp": tmp}
+
+
+@pytest.fixture
+def milvus(setup, tmp_path):
+    """A fresh Milvus Lite data file per test."""
+    client = mi.connect(str(tmp_path / "milvus.db"))
+    yield client, str(tmp_path / "milvus.db")
+    client.close()
+
+
+def set_champion(setup, version: str) -> None:
+    mlflow.MlflowClient(setup["uri"]).set_registered_model_alias(setup["cfg"].registry.model_name, "champion", version)
+
+
+def promote(setup, client, version, **kw):
+    set_champion(setup, version)
+    return promote_mod.promote_index(setup["cfg"], setup["data"], setup["uri"], kw.pop("uri"), log=lambda _: None, **kw)
+
+
+def test_promote_verifies_swaps_and_rolls_back(setup, milvus):
+    client, uri = milvus
+    first = promote(setup, client, "1", uri=uri)
+    assert (first.collection, first.previous, first.rows) == ("items_v1", None, 320)
+    assert first.verify_recall >= 0.9 and mi.alias_target(client, "items") == "items_v1"
+    tags = mlflow.MlflowClient(setup["uri"]).get_model_version(setup["cfg"].registry.model_name, "1").tags
+    assert "mrl.funnel" in tags and float(tags["mrl.funnel_recall"]) >= 0.9  # chosen funnel recorded with the model
+
+    second = promote(setup, client, "2", uri=uri)
+    assert (second.collection, second.previous) == ("items_v2", "items_v1")
+    assert mi.alias_target(client, "items") == "items_v2"
+    assert promote_mod.rollback_index(setup["cfg"], uri) == ("items_v2", "items_v1")
+    assert mi.alias_target(client, "items") == "items_v1"
+    with pytest.raises(MRLError, match="no previous collection"):
+        promote_mod.rollback_index(setup["cfg"], uri)
+
+
+def test_old_collections_beyond_keep_last_are_dropped(setup, milvus):
+    client, uri = milvus
+    for version in ("1", "2", "3"):
+        result = promote(setup, client, version, uri=uri)
+    assert result.dropped == ["items_v1"]
+    assert mi.versioned_collections(client, "items") == ["items_v2", "items_v3"]
+
+
+@pytest.mark.parametrize("step", ["create_collection", "insert_rows", "verify_collection", "swap_alias"])
+def test_a_failure_at_any_step_leaves_the_alias_and_the_old_collection(setup, milvus, monkeypatch, step):
+    client, uri = milvus
+    promote(setup, client, "1", uri=uri)
+    before = mi.row_count(client, "items_v1")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError(f"injected failure in {step}")
+
+    monkeypatch.setattr(promote_mod if step in ("verify_collection", "swap_alias") else mi, step, boom)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        promote(setup, client, "2", uri=uri)
+    assert mi.alias_target(client, "items") == "items_v1"
+    assert mi.row_count(client, "items_v1") == before
+    assert "items_v2" not in client.list_collections(), "the partial collection must be cleaned up"
+
+
+def test_a_collection_left_by_a_killed_promotion_is_rebuilt(setup, milvus):
+    client, uri = milvus
+    promote(setup, client, "1", uri=uri)
+    # What a kill mid-insert leaves: a half-filled items_v2 that the alias never pointed at.
+    orphan = mi.CollectionInfo("items_v2", "x", "2", promote_mod.mi.Funnel(4, 20, (16,)), [4, 8, 16], 10, None)
+    mi.create_collection(client, orphan, 16, "FLAT", 16, 100)
+    junk = {"id": "junk", "label": "", "short": np.ones(4, np.float32), "full": np.ones(16, np.float32)}
+    client.insert("items_v2", [junk])
+    result = promote(setup, client, "2", uri=uri)
+    assert result.rows == 320 and mi.row_count(client, "items_v2") == 320
+
+
+def test_promote_refuses_data_the_model_cannot_embed(setup, milvus, embeddings_table, tmp_path):
+    client, uri = milvus
+    vectors = ingest("embeddings", embeddings_table, tmp_path / "vec.npz", IngestConfig()).path
+    set_champion(setup, "1")
+    with pytest.raises(MRLError, match="but fashion-mnist-mrl v1 embeds images"):
+        promote_mod.promote_index(setup["cfg"], vectors, setup["uri"], uri, log=lambda _: None)
+    assert client.list_collections() == []
+
+
+# --- the service ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def service(setup, milvus, tmp_path, monkeypatch):
+    from mrl.serve import create_app
+
+    client, uri = milvus
+    promote(setup, client, "1", uri=uri)
+    monkeypatch.setenv("MRL_ADMIN_TOKEN", "s3cret")
+    app = create_app(setup["cfg"], uri, setup["uri"], tmp_path / "qlog", client=client)
+    with TestClient(app) as http:
+        yield http, client, uri, tmp_path / "qlog"
+
+
+def png_base64(pixels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_search_by_id_vector_and_image(service, setup):
+    http, client, _, _ = service
+    by_id = http.post("/search", json={"id": "fmnist-test-00003", "k": 5}).json()
+    assert by_id["results"][0]["id"] == "fmnist-test-00003"  # an item is its own nearest neighbour
+    assert len(by_id["results"]) == 5 and by_id["collection"] == "items_v1"
+    assert "total" in by_id["timings_ms"] and any(t.startswith("shortlist_d") for t in by_id["timings_ms"])
+    vector = mi.MilvusFunnelIndex(client, "items_v1").vector_of("fmnist-test-00003").tolist()
+    by_vector = http.post("/search", json={"vector": vector, "k": 5}).json()
+    assert [r["id"] for r in by_vector["results"]] == [r["id"] for r in by_id["results"]]
+
+    from mrl.data import load_dataset
+
+    ds = load_dataset(setup["data"])
+    row = int(np.flatnonzero(ds.ids == "fmnist-test-00003")[0])
+    by_image = http.post("/search", json={"image": png_base64(ds.x[row, 0]), "k": 5}).json()
+    assert by_image["results"][0]["id"] == "fmnist-test-00003"
+    assert by_image["results"][0]["label"] == str(ds.classes[ds.labels[row]])
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"vector": [0.1] * 15}, 422, "expected 16 values, got 15"),
+    ('{"vector": [' + "0.1, " * 15 + "NaN]}", 422, "NaN or infinite"),  # JSON as some clients send it
+    ({"id": "fmnist-test-00003", "k": 0}, 422, "k: must be between 1 and 100"),
+    ({"id": "fmnist-test-00003", "k": 1000}, 422, "k: must be between 1 and 100"),
+    ({"id": "no-such-item"}, 404, "unknown item id 'no-such-item'"),
+    ({"image": "bm90IGFuIGltYWdl"}, 422, "not a decodable base64 image"),
+    ({"image": "%%%"}, 422, "not a decodable base64 image"),
+    ({"id": "a", "vector": [1.0]}, 422, "exactly one of vector, id, image"),
+    ({}, 422, "exactly one of vector, id, image"),
+])
+def test_bad_requests_get_a_4xx_with_a_clear_message(service, body, status, message):
+    http = service[0]
+    response = (http.post("/search", content=body, headers={"content-type": "application/json"})
+                if isinstance(body, str) else http.post("/search", json=body))
+    assert response.status_code == status
+    assert message in str(response.json()["detail"])
+
+
+def test_health_readiness_metrics_and_query_log(service):
+    http, _, _, qlog = service
+    assert http.get("/healthz").json() == {"status": "ok"}
+    ready = http.get("/readyz").json()
+    assert ready["collection"] == "items_v1" and ready["model_version"] == "1"
+    for _ in range(3):
+        http.post("/search", json={"id": "fmnist-test-00001"})
+    metrics = http.get("/metrics").text
+    assert 'mrl_search_requests_total{kind="id",status="200"} 3.0' in metrics
+    assert "mrl_search_latency_seconds_bucket" in metrics
+    http.__exit__(None, None, None)  # the log flushes at shutdown, or every 1000 rows
+    logged = np.concatenate([np.load(p) for p in sorted(qlog.glob("queries-*.npy"))])
+    assert logged.shape == (3, 16)
+
+
+def test_admin_reload_needs_the_token_and_picks_up_a_new_index(service, setup):
+    http, client, uri, _ = service
+    assert http.post("/admin/reload").status_code == 401
+    assert http.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    promote(setup, client, "2", uri=uri)
+    assert http.get("/readyz").json()["collection"] == "items_v1"  # serving what it loaded until told
+    reloaded = http.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+    assert reloaded.status_code == 200 and reloaded.json() == {"collection": "items_v2", "model_version": "2"}
+    assert http.post("/search", json={"id": "fmnist-test-00001"}).json()["collection"] == "items_v2"
