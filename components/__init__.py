@@ -8,8 +8,9 @@ Params travel as the text of params.yaml ("" = the embedded defaults) and are va
 
 from components.evaluate import evaluate_op
 from components.ingest import ingest_op
+from components.promote import promote_op
 from components.register import register_op
 from components.train import train_op
 from components.validate import validate_op
 
-__all__ = ["evaluate_op", "ingest_op", "register_op", "train_op", "validate_op"]
+__all__ = ["evaluate_op", "ingest_op", "promote_op", "register_op", "train_op", "validate_op"]

@@ -308,37 +308,58 @@ def pipeline_run(
                                              "running locally")] = None,
     input_path: Annotated[str, typer.Option("--input", help="raw data for ingest [params: ingest.input]")] = "",
     tracking_uri: TrackingOpt = None,
+    milvus_uri: MilvusOpt = None,
     pipeline_root: Annotated[Path, typer.Option(help="kfp.local outputs")] = Path("artifacts/kfp"),
 ):
-    """Ingest -> validate -> train -> evaluate -> register and gate, on kfp.local or a KFP cluster."""
-    from mrl.evaluate import format_table
-    from mrl.registry import aliases
-    from mrl.tracking import resolve_tracking_uri
-
+    """Ingest -> validate -> train -> evaluate -> register and gate -> promote the index (kfp.local or KFP)."""
     cfg = load_config(params)  # fail here, not three steps in, on a bad params file
     text = params.read_text()
     if host:
         from pipelines.run import submit
 
-        run_id = submit(host, text, tracking_uri or "", cfg.registry.experiment, input_path=input_path)
+        run_id = submit(host, text, tracking_uri or "", cfg.registry.experiment, input_path=input_path,
+                        milvus_uri=milvus_uri or "")
         typer.echo(f"submitted run {run_id} to {host}")
         return
-    from pipelines.run import latest_local_output, run_local
+    from mrl.retrieval.milvus_index import resolve_milvus_uri
+    from mrl.tracking import resolve_tracking_uri
+    from pipelines.run import run_local
 
-    uri = resolve_tracking_uri(tracking_uri)
+    uri, milvus = resolve_tracking_uri(tracking_uri), resolve_milvus_uri(milvus_uri)
     try:
-        version = run_local(text, uri, pipeline_root, input_path=input_path)
+        run_local(text, uri, pipeline_root, input_path=input_path, milvus_uri=milvus)
     except RuntimeError as e:
-        raise MRLError(f"pipeline failed: {e} (the step's log above says why); registry aliases unchanged") from None
+        raise MRLError(f"pipeline failed: {e} (the step's log above says why); registry aliases and the "
+                       "serving index are unchanged") from None
+    _print_summary(cfg, uri, milvus, pipeline_root)
+
+
+def _print_summary(cfg, tracking_uri: str, milvus_uri: str, pipeline_root: Path) -> None:
+    """What a user looks at after a run: the per-dim table, aliases, an example search, where to go next."""
+    from mrl.evaluate import format_table
+    from mrl.registry import aliases
+    from mrl.retrieval.milvus_index import open_served_index
+    from pipelines.run import latest_local_output
+
     per_dim = latest_local_output(pipeline_root, "evaluate-op", "per_dim")
     if per_dim:
         rows = {int(m): row for m, row in json.loads(per_dim.read_text()).items()}
         typer.echo("\nper-dim evaluation (test queries vs train database):\n" + format_table(rows))
-    typer.echo(f"\nregistered and promoted {cfg.registry.model_name} v{version}")
-    for alias, v in aliases(cfg.registry.model_name, uri).items():
+    typer.echo("\nregistry:")
+    for alias, v in aliases(cfg.registry.model_name, tracking_uri).items():
         typer.echo(f"  {cfg.registry.model_name}@{alias}: {'v' + v if v else '(none)'}")
-    if uri.startswith("sqlite:"):
-        typer.echo(f"MLflow UI: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)")
+    index = open_served_index(cfg.retrieval, milvus_uri)
+    first_id = index.client.query(index.name, filter="", output_fields=["id"], limit=1)[0]["id"]
+    hits, timings = index.search(index.vector_of(first_id)[None, :], 5)
+    typer.echo(f"\nindex: alias {cfg.retrieval.collection_prefix} -> {index.name}, funnel {index.info.funnel.name()}")
+    typer.echo(f"example search, the 5 nearest items to {first_id}:")
+    for hit in hits[0]:
+        typer.echo(f"  {hit['id']:<28} {hit['score']:.4f}  {hit['label']}")
+    typer.echo("  " + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in timings.items()))
+    index.client.close()
+    if tracking_uri.startswith("sqlite:"):
+        typer.echo(f"\nMLflow UI:      mlflow ui --backend-store-uri {tracking_uri}   (http://127.0.0.1:5000)")
+    typer.echo(f"search service: mrl serve --milvus-uri {milvus_uri}   (http://127.0.0.1:8000/docs)")
     typer.echo(f"pipeline outputs: {pipeline_root}/")
 
 

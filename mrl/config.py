@@ -130,7 +130,7 @@ class RetrievalConfig(_Section):
     collection_prefix: str = "items"  # collections are <prefix>_v<model version>; the alias is <prefix>
     keep_last: int = Field(2, ge=2)  # versioned collections kept (current + previous for rollback)
     insert_batch: int = Field(10_000, gt=0)  # rows per Milvus insert
-    verify_queries: int = Field(200, gt=0)  # sample queries whose funnel recall must meet the target
+    verify_queries: int = Field(500, gt=0)  # of those queries, how many must meet the target through Milvus
 
 
 class Config(_Section):

@@ -115,10 +115,11 @@ def promote_index(cfg: Config, data_path: str | Path, tracking_uri: str | None =
         raise MRLError(f"Milvus alias {alias} already serves {name}; nothing to promote")
 
     embeddings = embed_with(champion.model_uri, ds.x, cfg.evaluate.batch_size)
-    train, test = ds.split == "train", ds.split == "test"
+    # Choose and verify on the same footing as serving: the whole catalogue, queried with held-out items.
+    test = ds.split == "test"
     queries = embeddings[test][: rc.max_queries] if test.any() else embeddings[: rc.max_queries]
-    log(f"choosing the funnel on {len(queries)} held-out queries over {int(train.sum())} items")
-    costs = measure_funnels(embeddings[train], queries, candidate_funnels(rc, champion.nesting_dims), rc.k)
+    log(f"choosing the funnel on {len(queries)} held-out queries over {len(embeddings)} items")
+    costs = measure_funnels(embeddings, queries, candidate_funnels(rc, champion.nesting_dims), rc.k)
     chosen = choose_funnel(costs, rc.target_recall)
     log(f"chosen funnel {chosen.funnel.name()}: recall@{rc.k} {chosen.recall:.4f}, "
         f"{chosen.speedup_flops:.1f}x fewer multiply-adds than exact full-dim search")

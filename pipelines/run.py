@@ -7,25 +7,28 @@ from pathlib import Path
 from pipelines.training import COMPILED, training_pipeline
 
 
-def run_local(params_yaml: str, tracking_uri: str, pipeline_root: Path, source: str = "", input_path: str = "") -> str:
+def run_local(params_yaml: str, tracking_uri: str, pipeline_root: Path, source: str = "", input_path: str = "",
+              milvus_uri: str = "") -> str:
     """Run every step as a subprocess in this environment; returns the promoted model version.
     Raises RuntimeError naming the failed task (its log, above, has the one-line reason)."""
     from kfp import local
 
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()))
-    task = training_pipeline(params_yaml=params_yaml, source=source, input_path=input_path, tracking_uri=tracking_uri)
+    task = training_pipeline(params_yaml=params_yaml, source=source, input_path=input_path, tracking_uri=tracking_uri,
+                             milvus_uri=milvus_uri)
     return str(task.output)
 
 
-def submit(host: str, params_yaml: str, tracking_uri: str = "", experiment: str = "mrl",
-           source: str = "", input_path: str = "", package: Path = COMPILED) -> str:
+def submit(host: str, params_yaml: str, tracking_uri: str = "", experiment: str = "mrl", source: str = "",
+           input_path: str = "", milvus_uri: str = "", package: Path = COMPILED) -> str:
     """Submit the compiled pipeline YAML to a KFP cluster; returns the run id."""
     import kfp
 
     run = kfp.Client(host=host).create_run_from_pipeline_package(
         str(package), experiment_name=experiment,
-        arguments={"params_yaml": params_yaml, "tracking_uri": tracking_uri, "source": source, "input_path": input_path},
+        arguments={"params_yaml": params_yaml, "tracking_uri": tracking_uri, "source": source, "input_path": input_path,
+                   "milvus_uri": milvus_uri},
     )
     return run.run_id
 

@@ -18,6 +18,10 @@ SMALL_PARAMS = {  # a model and run small enough for seconds-long pipeline tests
     "train": {"epochs": 1, "batch_size": 32},
     "evaluate": {"recall_ks": [1], "probe_epochs": 20},
     "registry": {"min_first": 0.3},
+    "retrieval": {"candidate_d0": [4, 8], "candidate_k0": [20, 60], "cascades": [[16]], "max_queries": 60,
+                  "verify_queries": 60, "target_recall": 0.9, "insert_batch": 200,
+                  # exact shortlist: the tiny synthetic set is full of near-ties that make HNSW recall flaky
+                  "index_type": "FLAT"},
 }
 
 

@@ -25,7 +25,8 @@ INFO_PROPERTY = "mrl.info"  # collection property holding CollectionInfo as JSON
 
 
 def resolve_milvus_uri(explicit: str | None = None) -> str:
-    """explicit > $MILVUS_URI > ./milvus.db (Milvus Lite, one process at a time)."""
+    """explicit (a server URL or a Milvus Lite file) > $MILVUS_URI (a server URL: pymilvus itself requires
+    that) > ./milvus.db (Milvus Lite, one process at a time)."""
     uri = explicit or os.environ.get("MILVUS_URI") or DEFAULT_MILVUS_URI
     return uri if "://" in uri else str(Path(uri).resolve())
 
@@ -33,17 +34,16 @@ def resolve_milvus_uri(explicit: str | None = None) -> str:
 def connect(uri: str | None = None):
     import logging
 
-    from pymilvus import MilvusClient
-
     # Milvus Lite's in-process gRPC server logs a traceback for RPCs it does not implement (and that the
-    # client handles); keep those out of users' logs.
+    # client handles), and pymilvus logs each failed RPC before raising it: keep both out of users' logs.
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # it logs each failed RPC before raising it
-
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
     uri = resolve_milvus_uri(uri)
     try:
+        from pymilvus import MilvusClient  # reads and checks $MILVUS_URI at import: must be a server URL
+
         return MilvusClient(uri)
-    except Exception as e:  # pymilvus raises MilvusException, ConnectionError, RuntimeError, ...
+    except Exception as e:  # pymilvus raises MilvusException, ConnectionConfigException, RuntimeError, ...
         raise MRLError(f"Milvus at {uri}: cannot connect ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 

@@ -23,8 +23,8 @@ from mrl.train import train
 PARAMS = ["model.nesting_dims=[4, 8, 16]", "model.embedding_dim=16", "model.cnn_widths=[8, 16, 16]",
           "train.batch_size=32", "train.epochs=1", "evaluate.recall_ks=[1]", "evaluate.probe_epochs=10",
           "retrieval.candidate_d0=[4, 8]", "retrieval.candidate_k0=[20, 60]", "retrieval.cascades=[[16]]",
-          "retrieval.max_queries=60", "retrieval.verify_queries=40", "retrieval.target_recall=0.9",
-          "retrieval.insert_batch=100"]
+          "retrieval.max_queries=60", "retrieval.verify_queries=60", "retrieval.target_recall=0.9",
+          "retrieval.insert_batch=100", "retrieval.index_type=FLAT"]  # exact shortlist: see test_hnsw_shortlist
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,16 @@ def test_promote_verifies_swaps_and_rolls_back(setup, milvus):
     assert mi.alias_target(client, "items") == "items_v1"
     with pytest.raises(MRLError, match="no previous collection"):
         promote_mod.rollback_index(setup["cfg"], uri)
+
+
+def test_hnsw_shortlist(setup, milvus):
+    """The production default. The tiny synthetic set is full of near-ties, so only a loose recall bar here;
+    bench/retrieval.py measures HNSW recall on real embeddings."""
+    client, uri = milvus
+    set_champion(setup, "1")
+    cfg = load_config(None, [*PARAMS, "retrieval.index_type=HNSW", "retrieval.target_recall=0.5"])
+    result = promote_mod.promote_index(cfg, setup["data"], setup["uri"], uri, log=lambda _: None)
+    assert result.verify_recall >= 0.5 and mi.alias_target(client, "items") == "items_v1"
 
 
 def test_old_collections_beyond_keep_last_are_dropped(setup, milvus):

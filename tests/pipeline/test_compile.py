@@ -14,7 +14,7 @@ def test_training_pipeline_compiles_to_the_checked_in_yaml(tmp_path):
 def test_every_step_runs_in_the_project_image_without_installs():
     spec = yaml.safe_load(COMPILED.read_text())
     executors = spec["deploymentSpec"]["executors"]
-    assert set(executors) == {f"exec-{s}-op" for s in ("ingest", "validate", "train", "evaluate", "register")}
+    assert set(executors) == {f"exec-{s}-op" for s in ("ingest", "validate", "train", "evaluate", "register", "promote")}
     for executor in executors.values():
         container = executor["container"]
         assert container["image"] == "ghcr.io/mrl-platform/mrl:0.1.0"

@@ -38,6 +38,7 @@ def test_dvc_repro_reproduces_the_run_and_diffs_metrics_per_dim(raw_dir, tmp_pat
     registration = json.loads((repo / "artifacts/registry/registration.json").read_text())
     assert registration["gate"]["promoted"] and registration["registration"]["version"] == "1"
     assert json.loads((repo / "artifacts/metrics/eval.json").read_text()).keys() == {"4", "8", "16"}
+    assert json.loads((repo / "artifacts/index/promotion.json").read_text())["collection"] == "items_v1"
     sh("dvc", "push", cwd=repo, env=env)  # the default local remote takes the data and model
     assert any((repo / ".dvc-storage").rglob("*"))
 
