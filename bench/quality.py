@@ -73,6 +73,29 @@ def training_overhead(ds_train) -> dict[str, float]:
     return {name: float(np.median(t)) for name, t in rounds.items()}
 
 
+def cost_section(step: dict[str, float], whole_run: dict[str, float] | None) -> list[str]:
+    """The training-cost table; `whole_run` (seconds per model) is None when only step times were measured."""
+    def run(name: str) -> str:
+        return f" {whole_run[name]:.0f} |" if whole_run else ""
+
+    lines = [
+        "## Training cost",
+        "",
+        "Step time: median of 15 rounds of 20 steps (batch 256), the three models interleaved round by round",
+        "so that other load on the machine hits each alike." + (" Whole runs: wall time of the training above."
+                                                               if whole_run else ""),
+        "",
+        "| model | ms per step | step ratio to FF-512 |" + (" whole-run seconds |" if whole_run else ""),
+        "|---|---:|---:|" + ("---:|" if whole_run else ""),
+        f"| FF-512 | {1000 * step['FF-512']:.1f} | 1.00 |{run('FF-512')}",
+        f"| MRL ({len(DIMS)} nested dims) | {1000 * step['MRL']:.1f} | {step['MRL'] / step['FF-512']:.2f} |{run('MRL')}",
+        f"| MRL-E | {1000 * step['MRL-E']:.1f} | {step['MRL-E'] / step['FF-512']:.2f} |{run('MRL-E')}",
+    ]
+    if whole_run:
+        lines.append(f"| all {len(DIMS)} FF models (what MRL replaces) | | |{run('all FF')}")
+    return [*lines, ""]
+
+
 def embeddings(model, ds_train, ds_test) -> tuple[np.ndarray, np.ndarray]:
     return embed_items(model.encoder, ds_train.x, 1024), embed_items(model.encoder, ds_test.x, 1024)
 
@@ -82,6 +105,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--out", default="bench/results/quality.md")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--timing-only", action="store_true",
+                        help="re-measure only the training-step overhead and replace that section of --out")
     args = parser.parse_args()
     torch.set_num_threads(2)
     started = time.perf_counter()
@@ -91,6 +116,13 @@ def main() -> None:
 
     ds = read_fashion_mnist(args.data_dir)
     train_ds, test_ds = ds.subset("train"), ds.subset("test")
+    out = Path(args.out)
+    if args.timing_only:
+        log("timing training steps (interleaved MRL / MRL-E / FF-512)")
+        before = out.read_text().split("## Training cost")[0]
+        out.write_text(before + "\n".join(cost_section(training_overhead(train_ds), None)))
+        print(out.read_text())
+        return
     results: dict[str, dict[int, dict[str, float]]] = {"MRL": {}, "MRL-E": {}, "FF": {}, "SVD": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -141,23 +173,8 @@ def main() -> None:
             row = [results[n][m][key] for n in ("MRL", "MRL-E", "FF", "SVD")]
             lines.append(f"| {m} | " + " | ".join(f"{v:.4f}" for v in row) + f" | {row[0] - row[2]:+.4f} |")
         lines.append("")
-    ff_total = sum(results[f"FF-{m} train s"] for m in DIMS)
-    lines += [
-        "## Training cost",
-        "",
-        "Step time: median of 15 rounds of 20 steps (batch 256), the three models interleaved round by round",
-        "so that other load on the machine hits each alike. Whole runs: wall time of the training above.",
-        "",
-        "| model | ms per step | step ratio to FF-512 | whole-run seconds |",
-        "|---|---:|---:|---:|",
-        f"| FF-512 | {1000 * step['FF-512']:.1f} | 1.00 | {results[f'FF-{DIMS[-1]} train s']:.0f} |",
-        f"| MRL ({len(DIMS)} nested dims) | {1000 * step['MRL']:.1f} | {step['MRL'] / step['FF-512']:.2f} "
-        f"| {results['MRL train s']:.0f} |",
-        f"| MRL-E | {1000 * step['MRL-E']:.1f} | {step['MRL-E'] / step['FF-512']:.2f} | {results['MRL-E train s']:.0f} |",
-        f"| all {len(DIMS)} FF models (what MRL replaces) | | | {ff_total:.0f} |",
-        "",
-    ]
-    out = Path(args.out)
+    lines += cost_section(step, {name: results[f"{name} train s"] for name in ("MRL", "MRL-E", "FF-512")}
+                          | {"all FF": sum(results[f"FF-{m} train s"] for m in DIMS)})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     print("\n".join(lines))
