@@ -7,7 +7,7 @@ FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 ARTIFACTS ?= artifacts
 MRL := $(BIN)/mrl
 
-.PHONY: install data demo repro test bench-quality lint compile clean
+.PHONY: install data demo repro test bench-quality bench-retrieval lint compile clean
 
 install: $(VENV)/.installed
 
@@ -43,5 +43,12 @@ bench-quality: install data
 compile: install
 	$(MRL) pipeline compile
 
+# Exact full-dim search vs the funnel at 1M items (in-process, exact-scan and HNSW shortlists) and on
+# Milvus Lite; needs a trained model (default: the newest from `make demo`). About 25 min on 2 cores.
+MODEL ?= $(lastword $(sort $(wildcard $(ARTIFACTS)/kfp/mrl-training-*/train-op/model)))
+bench-retrieval: install data
+	@test -n "$(MODEL)" || { echo "error: no trained model; run make demo first or pass MODEL=path/to/model.pt" >&2; exit 2; }
+	$(BIN)/python bench/retrieval.py --model $(MODEL) --data-dir $(FASHION_MNIST_DIR) --out bench/results/retrieval.md
+
 clean:
-	rm -rf $(ARTIFACTS) mlflow.db
+	rm -rf $(ARTIFACTS) mlflow.db milvus.db
