@@ -46,8 +46,13 @@ def ingest(
     set_: SetOpt = None,
 ):
     """Read raw data into a dataset artifact (ids, labels, split)."""
+    from typing import get_args
+
+    from mrl.ingest import Source
     from mrl.ingest import ingest as run
 
+    if source and source not in get_args(Source):
+        raise MRLError(f"--source: unknown source {source!r} (expected one of {', '.join(get_args(Source))})")
     overrides = (set_ or []) + ([f"ingest.source={source}"] if source else [])
     cfg = load_config(params, overrides)
     r = run(cfg.ingest.source, input or cfg.ingest.input, output, cfg.ingest)
