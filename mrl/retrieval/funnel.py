@@ -115,6 +115,27 @@ class InMemoryIndex:
         return funnel_search(self, queries, funnel, k)
 
 
+class InMemoryFunnelIndex:
+    """The exact in-memory reference behind the same interface as the Milvus backend
+    (`MilvusFunnelIndex`): `search(queries, k) -> (hits per query, timings)` and `vector_of(id)`."""
+
+    def __init__(self, items: np.ndarray, ids, labels, funnel: Funnel):
+        self.index, self.funnel = InMemoryIndex(items), funnel
+        self.ids, self.labels = [str(i) for i in ids], [str(label) for label in labels]
+        self._row = {item_id: row for row, item_id in enumerate(self.ids)}
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[list[list[dict]], dict[str, float]]:
+        result = self.index.search(queries, self.funnel, k)
+        hits = [[{"id": self.ids[i], "score": float(s), "label": self.labels[i]} for i, s in zip(rows, scores)]
+                for rows, scores in zip(result.indices, result.scores)]
+        return hits, result.timings_ms
+
+    def vector_of(self, item_id: str) -> np.ndarray:
+        if item_id not in self._row:
+            raise KeyError(item_id)
+        return self.index.items[self._row[item_id]]
+
+
 def funnel_search(index, queries: np.ndarray, funnel: Funnel, k: int) -> SearchResult:
     """Run `funnel` on an InMemoryIndex (shortlist by exact scan, re-rank from its prefix tables)."""
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))

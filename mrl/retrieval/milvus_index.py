@@ -131,7 +131,8 @@ class MilvusFunnelIndex:
         self.hnsw_ef = hnsw_ef
 
     def search(self, queries: np.ndarray, k: int | None = None) -> tuple[list[list[dict]], dict[str, float]]:
-        """Per query: [{"id", "score", "label"}], best first; and per-stage timings in ms (summed)."""
+        """Per query: [{"id", "score", "label"}], best first; and per-stage timings in ms (summed).
+        The same interface as the in-memory reference, `mrl.retrieval.InMemoryFunnelIndex`."""
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         k = k or self.info.k
         stages = self.info.funnel.stages(k)

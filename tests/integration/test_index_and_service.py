@@ -76,6 +76,26 @@ def test_promote_verifies_swaps_and_rolls_back(setup, milvus):
         promote_mod.rollback_index(setup["cfg"], uri)
 
 
+def test_milvus_and_in_memory_backends_answer_alike(setup, milvus):
+    """One interface, two backends: with an exact (FLAT) shortlist both must return the same neighbours."""
+    from mrl.data import load_dataset
+    from mrl.retrieval import InMemoryFunnelIndex
+
+    client, uri = milvus
+    promote(setup, client, "1", uri=uri)
+    served = mi.open_served_index(setup["cfg"].retrieval, uri, client)
+    ds = load_dataset(setup["data"])
+    stored = {r["id"]: r["full"] for r in client.query(served.name, filter="", output_fields=["full"], limit=1000)}
+    reference = InMemoryFunnelIndex(np.array([stored[i] for i in ds.ids]), ds.ids, [ds.classes[y] for y in ds.labels],
+                                    served.info.funnel)
+    queries = np.stack([reference.vector_of(i) for i in ds.ids[-20:]])
+    ours, _ = served.search(queries, 5)
+    theirs, _ = reference.search(queries, 5)
+    overlap = np.mean([len({h["id"] for h in a} & {h["id"] for h in b}) / 5 for a, b in zip(ours, theirs)])
+    assert overlap >= 0.95  # identical up to ties between equal scores
+    assert [h["label"] for h in ours[0]] == [h["label"] for h in theirs[0]]
+
+
 def test_hnsw_shortlist(setup, milvus):
     """The production default. The tiny synthetic set is full of near-ties, so only a loose recall bar here;
     bench/retrieval.py measures HNSW recall on real embeddings."""
