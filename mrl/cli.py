@@ -163,8 +163,7 @@ def register(
     set_: SetOpt = None,
 ):
     """Log the run to MLflow and register a model version as `challenger` (--gate: gate it too)."""
-    from mrl.registry import register_and_promote, register_model
-    from mrl.tracking import log_training_run
+    from mrl.registry import register_and_promote, register_run
 
     cfg = load_config(params, set_ or []).registry
     if gate:
@@ -173,9 +172,8 @@ def register(
         typer.echo(f"{cfg.model_name} v{registration.version} is champion (and challenger)")
         _write_json(out, {"registration": vars(registration), "gate": decision.to_dict()})
         return
-    run_id = log_training_run(model, metrics, plot, tracking_uri, cfg.experiment)
-    registration = register_model(run_id, cfg.model_name, tracking_uri)
-    typer.echo(f"registered {cfg.model_name} v{registration.version} (run {run_id}) as challenger")
+    registration = register_run(model, metrics, plot, cfg, tracking_uri)
+    typer.echo(f"registered {cfg.model_name} v{registration.version} (run {registration.run_id}) as challenger")
     _write_json(out, {"registration": vars(registration)})
 
 
@@ -354,7 +352,7 @@ def _print_summary(cfg, tracking_uri: str, milvus_uri: str, pipeline_root: Path)
     for alias, v in aliases(cfg.registry.model_name, tracking_uri).items():
         typer.echo(f"  {cfg.registry.model_name}@{alias}: {'v' + v if v else '(none)'}")
     index = open_served_index(cfg.retrieval, milvus_uri)
-    first_id = index.client.query(index.name, filter="", output_fields=["id"], limit=1)[0]["id"]
+    first_id = index.sample_id()
     hits, timings = index.search(index.vector_of(first_id)[None, :], 5)
     typer.echo(f"\nindex: alias {cfg.retrieval.collection_prefix} -> {index.name}, funnel {index.info.funnel.name()}")
     typer.echo(f"example search, the 5 nearest items to {first_id}:")

@@ -139,12 +139,18 @@ def rollback_model(model_name: str, tracking_uri: str | None = None) -> tuple[st
     return current, previous
 
 
+def register_run(model_path: str | Path, metrics_path: str | Path, plot_path: str | Path | None,
+                 cfg: RegistryConfig, tracking_uri: str | None = None, set_challenger: bool = True) -> Registration:
+    """Log the trained, evaluated model as an MLflow run and register it as a new version."""
+    run_id = log_training_run(model_path, metrics_path, plot_path, tracking_uri, cfg.experiment)
+    return register_model(run_id, cfg.model_name, tracking_uri, set_challenger)
+
+
 def register_and_promote(model_path: str | Path, metrics_path: str | Path, plot_path: str | Path | None,
                          cfg: RegistryConfig, tracking_uri: str | None = None) -> tuple[Registration, GateDecision]:
     """The pipeline's last step: log the run, register a version, gate it, and only when it passes move
     both aliases to it. A refusal (MRLError) or any failure leaves `challenger` and `champion` as they were."""
-    run_id = log_training_run(model_path, metrics_path, plot_path, tracking_uri, cfg.experiment)
-    registration = register_model(run_id, cfg.model_name, tracking_uri, set_challenger=False)
+    registration = register_run(model_path, metrics_path, plot_path, cfg, tracking_uri, set_challenger=False)
     decision = promote_if_better(cfg.model_name, cfg, registration.version, tracking_uri)
     client(tracking_uri).set_registered_model_alias(cfg.model_name, CHALLENGER, registration.version)
     return registration, decision

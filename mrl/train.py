@@ -76,8 +76,7 @@ def train(cfg: Config, data_path: str | Path, out_path: str | Path, resume: str 
     if len(train_ds) == 0:
         raise MRLError(f"{data_path}: no items in the train split")
     if tc.max_items:
-        train_ds = Dataset(ds.kind, train_ds.x[:tc.max_items], train_ds.ids[:tc.max_items],
-                           train_ds.labels[:tc.max_items], train_ds.split[:tc.max_items], ds.classes)
+        train_ds = train_ds.head(tc.max_items)
     contrastive = cfg.loss.objective == "contrastive"
     if not contrastive and not train_ds.has_labels:
         raise MRLError(f"{data_path}: loss.objective {cfg.loss.objective} needs labels on every train item; "

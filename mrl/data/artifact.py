@@ -34,6 +34,9 @@ class Dataset:
         mask = self.split == split
         return Dataset(self.kind, self.x[mask], self.ids[mask], self.labels[mask], self.split[mask], self.classes)
 
+    def head(self, n: int) -> Dataset:
+        return Dataset(self.kind, self.x[:n], self.ids[:n], self.labels[:n], self.split[:n], self.classes)
+
     @property
     def has_labels(self) -> bool:
         return bool(len(self.labels)) and bool((self.labels >= 0).all())

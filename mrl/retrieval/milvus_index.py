@@ -162,6 +162,10 @@ class MilvusFunnelIndex:
             results.append([{"id": i, "score": float(s), "label": labels[i]} for i, s in zip(ids[:k], scores[:k])])
         return results, timings
 
+    def sample_id(self) -> str:
+        """Some indexed item's id (for an example search)."""
+        return self.client.query(self.name, filter="", output_fields=["id"], limit=1)[0]["id"]
+
     def vector_of(self, item_id: str) -> np.ndarray:
         """The stored full embedding of an item; MRLError if the id is unknown."""
         rows = self.client.get(self.name, ids=[item_id], output_fields=["full"])
