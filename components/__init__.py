@@ -6,6 +6,7 @@ SubprocessRunner(use_venv=False) runs the same bodies in the installed environme
 Params travel as the text of params.yaml ("" = the embedded defaults) and are validated in each step.
 """
 
+from components.drift import dataset_drift_op, drift_op, retrain_op
 from components.evaluate import evaluate_op
 from components.ingest import ingest_op
 from components.promote import promote_op
@@ -13,4 +14,5 @@ from components.register import register_op
 from components.train import train_op
 from components.validate import validate_op
 
-__all__ = ["evaluate_op", "ingest_op", "promote_op", "register_op", "train_op", "validate_op"]
+__all__ = ["dataset_drift_op", "drift_op", "evaluate_op", "ingest_op", "promote_op", "register_op", "retrain_op", "train_op",
+           "validate_op"]

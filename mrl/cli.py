@@ -368,11 +368,117 @@ def _print_summary(cfg, tracking_uri: str, milvus_uri: str, pipeline_root: Path)
 
 @pipeline_app.command("compile")
 @fails_cleanly
-def pipeline_compile(out: Annotated[Path | None, typer.Option(help="YAML to write")] = None):
-    """Compile the training pipeline to YAML (checked in as pipelines/training.yaml)."""
-    from pipelines.training import COMPILED, compile_pipeline
+def pipeline_compile(params: ParamsOpt = None, out_dir: Annotated[Path | None, typer.Option(
+        help="directory for training.yaml and drift.yaml (default: pipelines/, the checked-in files)")] = None):
+    """Compile the training and drift pipelines to YAML, with params' cluster section (secrets, volume, GPUs)."""
+    from pipelines import drift, training
 
-    typer.echo(f"wrote {compile_pipeline(out or COMPILED)}")
+    cluster = load_config(params).cluster
+    for module in (training, drift):
+        path = (out_dir / module.COMPILED.name) if out_dir else module.COMPILED
+        typer.echo(f"wrote {module.compile_pipeline(path, cluster)}")
+
+
+@pipeline_app.command("drift")
+@fails_cleanly
+def pipeline_drift(
+    current: Annotated[str, typer.Option(help="window path as the steps see it (query-log directory, .npy, ...)")],
+    params: Annotated[Path, typer.Option("--params", "-p", help="params.yaml passed to every step")] = Path("params.yaml"),
+    host: Annotated[str | None, typer.Option(help="KFP API URL: create a recurring run there (with --cron)")] = None,
+    cron: Annotated[str, typer.Option(help="recurring-run schedule, six fields (seconds first)")] = "0 0 * * * *",
+    reference: Annotated[str, typer.Option(help="drift reference (default: the served collection's)")] = "",
+    tracking_uri: TrackingOpt = None,
+    milvus_uri: MilvusOpt = None,
+    pipeline_root: Annotated[Path, typer.Option(help="kfp.local outputs")] = Path("artifacts/kfp"),
+):
+    """The drift-monitoring pipeline: once on kfp.local, or as a recurring run on a KFP host."""
+    cfg = load_config(params)
+    text = params.read_text()
+    if host:
+        from pipelines.run import schedule_drift
+
+        job = schedule_drift(host, text, cron, current, cfg.registry.experiment, tracking_uri or "", milvus_uri or "")
+        typer.echo(f"recurring run {job} on {host}: {cron}")
+        return
+    from mrl.retrieval.milvus_index import resolve_milvus_uri
+    from mrl.tracking import resolve_tracking_uri
+    from pipelines.run import latest_local_output, run_drift_local
+
+    try:
+        drifted = run_drift_local(text, current, pipeline_root, resolve_tracking_uri(tracking_uri),
+                                  resolve_milvus_uri(milvus_uri), reference)
+    except RuntimeError as e:
+        raise MRLError(f"drift pipeline failed: {e} (the step's log above says why)") from None
+    typer.echo(f"{'DRIFT' if drifted else 'no drift'}; report: {latest_local_output(pipeline_root, 'drift-op', 'report')}")
+
+
+@app.command()
+def drift(
+    current: Annotated[Path, typer.Option(help="current window: the service's query-log directory, a .npy array, a "
+                                               "dataset artifact (.npz, embedded with the reference's model) or a "
+                                               "Parquet embeddings table")],
+    reference: Annotated[Path | None, typer.Option(help="drift reference (default: the served collection's, "
+                                                        "saved at promotion)")] = None,
+    split: Annotated[str | None, typer.Option(help="only this split of a dataset window (train | test)")] = None,
+    out: Annotated[Path, typer.Option(help="directory for report.html and summary.json")] = Path("artifacts/drift/report"),
+    workspace: Annotated[Path | None, typer.Option(help="Evidently workspace for the snapshot "
+                                                        "[params: drift.workspace]")] = None,
+    no_workspace: Annotated[bool, typer.Option("--no-workspace", help="do not add a snapshot")] = False,
+    action: Annotated[bool, typer.Option("--action/--no-action", help="on drift, start drift.on_drift")] = True,
+    milvus_uri: MilvusOpt = None,
+    tracking_uri: TrackingOpt = None,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+):
+    """Compare a window of embeddings with the reference at each funnel prefix (Evidently).
+    Exit 0: no drift; 3: drift; 2: bad input (never reported as drift); 4: drift, but the retrain action failed."""
+    from mrl.drift import EXIT_DRIFT, format_result, monitor
+
+    try:
+        cfg = load_config(params, set_ or [])
+        ws = None if no_workspace else (workspace or Path(cfg.drift.workspace))
+        result = monitor(cfg, current, out, reference, split, ws, milvus_uri, tracking_uri, log=typer.echo)
+    except MRLError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(format_result(result))
+    typer.echo(f"report:  {result.report_html}\nsummary: {result.summary_json}")
+    if ws is not None:
+        typer.echo(f"history: evidently ui --workspace {ws}   (http://127.0.0.1:8000)")
+    if not result.drifted:
+        raise typer.Exit(0)
+    if action and cfg.drift.on_drift != "none":
+        from mrl.retrain import retrain
+
+        params_yaml = params.read_text() if params else ""
+        payload = {"report": result.report_html, "tests": [t.name for t in result.tests if t.drifted],
+                   "collection": result.reference_meta.get("collection")}
+        try:
+            typer.echo(retrain(cfg, cfg.drift.on_drift, params_yaml, tracking_uri=tracking_uri or "",
+                               milvus_uri=milvus_uri or "", payload=payload, log=typer.echo))
+        except MRLError as e:
+            typer.echo(f"error: drift found, but the retrain action failed: {e}", err=True)
+            raise typer.Exit(4) from None
+    raise typer.Exit(EXIT_DRIFT)
+
+
+@app.command()
+@fails_cleanly
+def retrain(
+    how: Annotated[str, typer.Option(help="local | kfp | dvc | github | auto (kfp when a KFP host is set, else dvc)")]
+    = "auto",
+    input: Annotated[str | None, typer.Option("--input", help="raw data [params: ingest.input]")] = None,
+    tracking_uri: TrackingOpt = None,
+    milvus_uri: MilvusOpt = None,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+):
+    """Start the training pipeline: what drift.on_drift runs, and what the retrain workflow calls."""
+    from mrl.retrain import retrain as run
+
+    cfg = load_config(params, set_ or [])
+    params_yaml = params.read_text() if params else ""
+    typer.echo(run(cfg, how, params_yaml, input or "", tracking_uri or "", milvus_uri or "", log=typer.echo))
 
 
 @app.command("show-params")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mrl import drift
 from mrl.config import Config
 from mrl.data import load_dataset
 from mrl.errors import MRLError
@@ -103,6 +104,9 @@ def promote_index(cfg: Config, data_path: str | Path, tracking_uri: str | None =
                   version: str | None = None, log: Callable[[str], None] = print) -> PromotionResult:
     rc = cfg.retrieval
     champion = resolve_champion(cfg, tracking_uri, version)
+    unknown = [d for d in cfg.drift.prefixes if d not in champion.nesting_dims]
+    if unknown:
+        raise MRLError(f"drift.prefixes: {unknown} are not nesting dims of v{champion.version} ({champion.nesting_dims})")
     ds = load_dataset(data_path)
     if ds.kind != champion.kind or (champion.item_shape and list(ds.x.shape[1:]) != champion.item_shape):
         raise MRLError(f"{data_path}: {ds.kind} items of shape {list(ds.x.shape[1:])}, but {cfg.registry.model_name} "
@@ -139,13 +143,35 @@ def promote_index(cfg: Config, data_path: str | Path, tracking_uri: str | None =
         sample = queries[: rc.verify_queries]
         recall = verify_collection(mi.MilvusFunnelIndex(client, name, rc.hnsw_ef), embeddings, ds.ids, sample,
                                    len(ds), rc.target_recall, rc.k)
+        reference = save_drift_reference(cfg, name, champion, chosen.funnel, embeddings, ds, tracking_uri, log)
         swap_alias(client, alias, name, exists=current is not None)
     except BaseException:
         client.drop_collection(name)  # the alias never pointed here: dropping it loses nothing
+        drift.reference_path(cfg, name).unlink(missing_ok=True)
         raise
-    log(f"alias {alias} -> {name} ({len(ds)} rows, verified recall@{rc.k} {recall:.4f} on {len(sample)} queries)")
+    log(f"alias {alias} -> {name} ({len(ds)} rows, verified recall@{rc.k} {recall:.4f} on {len(sample)} queries); "
+        f"drift reference {reference}")
     dropped = drop_old_collections(client, alias, rc.keep_last)
+    for old in dropped:
+        drift.reference_path(cfg, old).unlink(missing_ok=True)
     return PromotionResult(name, current, len(ds), chosen, recall, dropped)
+
+
+def save_drift_reference(cfg: Config, collection: str, champion: Champion, funnel, embeddings: np.ndarray,
+                         ds, tracking_uri: str | None, log: Callable[[str], None]) -> Path | None:
+    """The catalogue sample and calibrated thresholds `mrl drift` compares windows with, one per collection
+    (so a rolled-back index is checked against its own reference). Written to drift.reference_dir and logged
+    to the model version's run (drift/<collection>.npz), where checks on other machines fetch it."""
+    if len(embeddings) < 4 * cfg.drift.min_window:
+        log(f"catalogue of {len(embeddings)} rows: too small for a drift reference (mrl drift will need --reference)")
+        return None
+    prefixes = list(cfg.drift.prefixes) or sorted({funnel.d0, *funnel.rerank_dims})
+    meta = {"collection": collection, "model_name": cfg.registry.model_name, "model_version": champion.version,
+            "model_uri": champion.model_uri}
+    ref = drift.build_reference(embeddings, ds.labels, [str(c) for c in ds.classes], prefixes, cfg.drift, meta, log)
+    path = drift.save_reference(ref, drift.reference_path(cfg, collection))
+    mlflow_client(tracking_uri).log_artifact(champion.run_id, str(path), "drift")
+    return path
 
 
 def drop_old_collections(client, alias: str, keep_last: int) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipelines import drift as drift_pipelines
 from pipelines.training import COMPILED, training_pipeline
 
 
@@ -33,8 +34,36 @@ def submit(host: str, params_yaml: str, tracking_uri: str = "", experiment: str 
     return run.run_id
 
 
+def run_drift_local(params_yaml: str, current_path: str, pipeline_root: Path, tracking_uri: str = "",
+                    milvus_uri: str = "", reference_path: str = "") -> bool:
+    """The drift pipeline on kfp.local; returns whether drift was found (the retrain step ran if so)."""
+    from kfp import local
+
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()))
+    task = drift_pipelines.drift_pipeline(params_yaml=params_yaml, current_path=current_path,
+                                          tracking_uri=tracking_uri, milvus_uri=milvus_uri,
+                                          reference_path=reference_path)
+    return bool(task.output)
+
+
+def schedule_drift(host: str, params_yaml: str, cron: str, current_path: str = "", experiment: str = "mrl",
+                   tracking_uri: str = "", milvus_uri: str = "", package: Path = drift_pipelines.COMPILED) -> str:
+    """Create a KFP recurring run of the compiled drift pipeline (cron has six fields: seconds first)."""
+    import kfp
+
+    client = kfp.Client(host=host)
+    experiment_id = client.create_experiment(experiment).experiment_id
+    arguments = {"params_yaml": params_yaml, "tracking_uri": tracking_uri, "milvus_uri": milvus_uri}
+    if current_path:
+        arguments["current_path"] = current_path
+    job = client.create_recurring_run(experiment_id, "mrl-drift", cron_expression=cron, max_concurrency=1,
+                                      pipeline_package_path=str(package), params=arguments, no_catchup=True)
+    return job.recurring_run_id
+
+
 def latest_local_output(pipeline_root: Path, task: str, output: str) -> Path | None:
     """Path of `output` written by `task` in the newest local run under `pipeline_root`."""
-    runs = sorted(p for p in pipeline_root.glob("mrl-training-*") if p.is_dir())
+    runs = sorted(p for p in pipeline_root.glob("mrl-*") if p.is_dir() and (p / task).is_dir())
     candidate = runs[-1] / task / output if runs else None
     return candidate if candidate and candidate.exists() else None

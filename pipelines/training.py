@@ -1,31 +1,48 @@
-"""Training pipeline: ingest -> validate -> train -> evaluate -> register and gate -> promote the index."""
+"""Training pipeline: ingest -> validate -> train -> evaluate -> register and gate -> promote the index ->
+check a held-out window for drift against the new reference."""
 
 from pathlib import Path
 
 from kfp import compiler, dsl
 
-from components import evaluate_op, ingest_op, promote_op, register_op, train_op, validate_op
+from components import dataset_drift_op, evaluate_op, ingest_op, promote_op, register_op, train_op, validate_op
+from mrl.config import ClusterConfig
+from pipelines.cluster import DEFAULT_CLUSTER, on_cluster, training_resources
 
 COMPILED = Path(__file__).with_suffix(".yaml")
 
 
-@dsl.pipeline(name="mrl-training",
-              description="Train, measure and register a Matryoshka embedding model, then promote its Milvus index.")
-def training_pipeline(params_yaml: str = "", source: str = "", input_path: str = "", tracking_uri: str = "",
-                      milvus_uri: str = "") -> str:
-    ingest = ingest_op(params_yaml=params_yaml, source=source, input_path=input_path)
-    validate = validate_op(params_yaml=params_yaml, dataset=ingest.outputs["dataset"])
-    train = train_op(params_yaml=params_yaml, dataset=ingest.outputs["dataset"]).after(validate)
-    evaluate = evaluate_op(params_yaml=params_yaml, model=train.outputs["model"], dataset=ingest.outputs["dataset"])
-    register = register_op(params_yaml=params_yaml, tracking_uri=tracking_uri, model=train.outputs["model"],
-                           per_dim=evaluate.outputs["per_dim"], plot=evaluate.outputs["plot"])
-    promote_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
-               version=register.outputs["Output"], dataset=ingest.outputs["dataset"])
-    return register.outputs["Output"]
+def build(cluster: ClusterConfig = DEFAULT_CLUSTER):
+    """The pipeline, with `cluster`'s Kubernetes wiring compiled in."""
+
+    @dsl.pipeline(name="mrl-training",
+                  description="Train, measure and register a Matryoshka embedding model, then promote its Milvus "
+                              "index and check a held-out window for drift.")
+    def training_pipeline(params_yaml: str = "", source: str = "", input_path: str = "", tracking_uri: str = "",
+                          milvus_uri: str = "", drift_split: str = "test") -> str:
+        ingest = on_cluster(ingest_op(params_yaml=params_yaml, source=source, input_path=input_path), cluster)
+        validate = on_cluster(validate_op(params_yaml=params_yaml, dataset=ingest.outputs["dataset"]), cluster)
+        train = train_op(params_yaml=params_yaml, dataset=ingest.outputs["dataset"]).after(validate)
+        training_resources(on_cluster(train, cluster), cluster)
+        evaluate = on_cluster(evaluate_op(params_yaml=params_yaml, model=train.outputs["model"],
+                                          dataset=ingest.outputs["dataset"]), cluster)
+        register = on_cluster(register_op(params_yaml=params_yaml, tracking_uri=tracking_uri,
+                                          model=train.outputs["model"], per_dim=evaluate.outputs["per_dim"],
+                                          plot=evaluate.outputs["plot"]), cluster)
+        promote = on_cluster(promote_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
+                                        version=register.outputs["Output"], dataset=ingest.outputs["dataset"]), cluster)
+        on_cluster(dataset_drift_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
+                                    dataset=ingest.outputs["dataset"], split=drift_split).after(promote), cluster)
+        return register.outputs["Output"]
+
+    return training_pipeline
 
 
-def compile_pipeline(path: Path = COMPILED) -> Path:
-    compiler.Compiler().compile(training_pipeline, str(path))
+training_pipeline = build()
+
+
+def compile_pipeline(path: Path = COMPILED, cluster: ClusterConfig = DEFAULT_CLUSTER) -> Path:
+    compiler.Compiler().compile(build(cluster), str(path))
     return path
 
 

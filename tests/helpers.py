@@ -22,6 +22,9 @@ SMALL_PARAMS = {  # a model and run small enough for seconds-long pipeline tests
                   "verify_queries": 60, "target_recall": 0.9, "insert_batch": 200,
                   # exact shortlist: the tiny synthetic set is full of near-ties that make HNSW recall flaky
                   "index_type": "FLAT"},
+    # small windows and few calibration draws: the catalogue has a few hundred rows
+    "drift": {"window_size": 100, "min_window": 20, "reference_size": 150, "calibration_pool": 250,
+              "calibration_draws": 30},
 }
 
 
@@ -68,6 +71,8 @@ def write_fashion_mnist(directory: Path, n_train: int, n_test: int) -> Path:
 def small_params(raw_dir: Path, **changes: dict) -> str:
     """The repository's params.yaml (every key, as DVC's templating needs) with small-run changes."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in ({**SMALL_PARAMS, "ingest": {"input": str(raw_dir)}} | changes).items():
+    work = raw_dir.parent  # drift files next to the raw data, never in the repository's artifacts/
+    drift = SMALL_PARAMS["drift"] | {"reference_dir": str(work / "drift-refs"), "workspace": str(work / "drift-ws")}
+    for section, values in ({**SMALL_PARAMS, "ingest": {"input": str(raw_dir)}, "drift": drift} | changes).items():
         params[section] = params[section] | values
     return yaml.safe_dump(params, sort_keys=False)

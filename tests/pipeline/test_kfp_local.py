@@ -3,12 +3,13 @@
 import json
 
 import mlflow
+import numpy as np
 import pytest
 from helpers import small_params
 
 from mrl.registry import aliases
 from mrl.retrieval import milvus_index as mi
-from pipelines.run import latest_local_output, run_local
+from pipelines.run import latest_local_output, run_drift_local, run_local
 
 
 def test_pipeline_trains_evaluates_registers_and_promotes(raw_dir, tmp_path):
@@ -31,6 +32,19 @@ def test_pipeline_trains_evaluates_registers_and_promotes(raw_dir, tmp_path):
 
     promotion = json.loads(latest_local_output(root, "promote-op", "promotion").read_text())
     assert promotion["collection"] == "items_v1" and promotion["rows"] == 400
+
+    # The last step checks the held-out split against the reference promotion just saved.
+    summary = json.loads(latest_local_output(root, "dataset-drift-op", "summary").read_text())
+    assert summary["drifted"] is False and summary["reference_meta"]["collection"] == "items_v1"
+    assert b"Drift in embeddings" in latest_local_output(root, "dataset-drift-op", "report").read_bytes()
+
+    # The monitoring pipeline: a window unlike anything indexed alarms, and the retrain branch runs.
+    noise = tmp_path / "window.npy"
+    np.save(noise, np.random.default_rng(0).normal(size=(200, 16)).astype(np.float32) + 3.0)
+    assert run_drift_local(small_params(raw_dir), str(noise), root, uri, milvus) is True
+    assert latest_local_output(root, "retrain-op", "executor_output.json") is not None
+
+    # Last: Milvus Lite's file lock stays with this process once it has opened the file.
     client = mi.connect(milvus)
     assert mi.alias_target(client, "items") == "items_v1"
     client.close()

@@ -1,0 +1,89 @@
+"""Start retraining: what a detected drift (drift.on_drift) or the retrain workflow (`mrl retrain`) triggers.
+
+- local:  the training pipeline on kfp.local, in this process's environment
+- kfp:    the compiled training pipeline submitted to a KFP host (drift.kfp_host, else $KFP_HOST)
+- dvc:    `dvc repro` in the working directory
+- github: a repository_dispatch event (drift.github_event) to drift.github_repository, which retrain.yml
+          listens for; the token is $GITHUB_TOKEN
+- auto:   kfp when a KFP host is configured, else dvc (what retrain.yml runs)
+
+Secrets come from the environment only, so params.yaml can be committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mrl.config import Config
+from mrl.errors import MRLError
+
+HOW = ("local", "kfp", "dvc", "github", "auto")
+
+
+def kfp_host(cfg: Config) -> str:
+    return cfg.drift.kfp_host or os.environ.get("KFP_HOST", "")
+
+
+def retrain(cfg: Config, how: str, params_yaml: str, input_path: str = "", tracking_uri: str = "",
+            milvus_uri: str = "", payload: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> str:
+    """Start retraining `how`; returns a one-line description of what was started."""
+    if how not in HOW:
+        raise MRLError(f"retrain: unknown way {how!r} (choose from {', '.join(HOW)})")
+    if how == "auto":
+        how = "kfp" if kfp_host(cfg) else "dvc"
+    if how == "local":
+        from pipelines.run import run_local
+
+        version = run_local(params_yaml, tracking_uri or "", Path("artifacts/kfp"), cfg.ingest.source,
+                            input_path or cfg.ingest.input, milvus_uri)
+        return f"training pipeline ran on kfp.local: model version {version}"
+    if how == "kfp":
+        host = kfp_host(cfg)
+        if not host:
+            raise MRLError("retrain: kfp needs a host (drift.kfp_host or $KFP_HOST)")
+        from pipelines.run import submit
+
+        run_id = submit(host, params_yaml, tracking_uri, cfg.registry.experiment, cfg.ingest.source,
+                        input_path or cfg.ingest.input, milvus_uri)
+        return f"training pipeline submitted to {host}: run {run_id}"
+    if how == "dvc":
+        dvc = shutil.which("dvc")
+        if dvc is None:
+            raise MRLError("retrain: dvc is not on PATH")
+        log("running dvc repro ...")
+        done = subprocess.run([dvc, "repro"], check=False)
+        if done.returncode != 0:
+            raise MRLError(f"retrain: dvc repro failed (exit code {done.returncode})")
+        return "dvc repro finished"
+    return dispatch_github(cfg, payload or {})
+
+
+def dispatch_github(cfg: Config, payload: dict[str, Any]) -> str:
+    repo, token = cfg.drift.github_repository, os.environ.get("GITHUB_TOKEN", "")
+    if not repo or repo.count("/") != 1:
+        raise MRLError(f"drift.github_repository: expected owner/name, got {repo!r}")
+    if not token:
+        raise MRLError("retrain: github needs a token in $GITHUB_TOKEN (repo scope, or a fine-grained contents:write)")
+    url = f"{cfg.drift.github_api_url.rstrip('/')}/repos/{repo}/dispatches"
+    body = json.dumps({"event_type": cfg.drift.github_event, "client_payload": payload}).encode()
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Accept": "application/vnd.github+json", "Authorization": f"Bearer {token}",
+        "X-GitHub-Api-Version": "2022-11-28", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status = response.status
+    except urllib.error.HTTPError as e:
+        raise MRLError(f"retrain: GitHub answered {e.code} to repository_dispatch on {repo} ({e.reason})") from None
+    except (urllib.error.URLError, TimeoutError) as e:
+        raise MRLError(f"retrain: cannot reach {url} ({getattr(e, 'reason', e)})") from None
+    if status != 204:
+        raise MRLError(f"retrain: GitHub answered {status} to repository_dispatch on {repo}, expected 204")
+    return f"repository_dispatch {cfg.drift.github_event!r} sent to {repo}"

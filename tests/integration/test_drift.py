@@ -1,0 +1,286 @@
+"""Drift checks end to end: a tiny trained model promoted to Milvus Lite (which saves the drift reference),
+then `mrl drift` on unchanged and shifted windows, with real Evidently reports and workspace."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
+
+import mlflow
+import numpy as np
+import pytest
+from helpers import synthetic_images, write_fashion_mnist
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from mrl import drift
+from mrl.cli import app
+from mrl.config import IngestConfig, load_config
+from mrl.data.artifact import Dataset, load_dataset, save_dataset
+from mrl.errors import MRLError
+from mrl.evaluate import evaluate
+from mrl.ingest import ingest
+from mrl.promote import embed_with, promote_index, rollback_index
+from mrl.registry import register_model
+from mrl.retrain import retrain
+from mrl.tracking import log_training_run
+from mrl.train import train
+
+PARAMS = ["model.nesting_dims=[4, 8, 16]", "model.embedding_dim=16", "model.cnn_widths=[8, 16, 16]",
+          "train.batch_size=32", "train.epochs=2", "evaluate.recall_ks=[1]", "evaluate.probe_epochs=10",
+          "retrieval.candidate_d0=[4, 8]", "retrieval.candidate_k0=[20, 60]", "retrieval.cascades=[[16]]",
+          "retrieval.max_queries=60", "retrieval.verify_queries=60", "retrieval.target_recall=0.9",
+          "retrieval.insert_batch=500", "retrieval.index_type=FLAT",
+          "drift.window_size=150", "drift.min_window=30", "drift.reference_size=300", "drift.calibration_pool=700",
+          "drift.calibration_draws=200"]
+WINDOW = 150
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Two registered versions of a tiny model; v1 promoted (reference saved), then v2 promoted over it."""
+    tmp = tmp_path_factory.mktemp("drift")
+    params = [*PARAMS, f"drift.reference_dir={tmp / 'refs'}", f"drift.workspace={tmp / 'workspace'}"]
+    (tmp / "params.yaml").write_text("\n".join(["drift:"] + [f"  {p.split('.', 1)[1].replace('=', ': ', 1)}"
+                                                            for p in params if p.startswith("drift.")]) + "\n")
+    data = ingest("fashion_mnist", write_fashion_mnist(tmp / "raw", 900, 300), tmp / "ds.npz", IngestConfig()).path
+    uri, milvus = f"sqlite:///{tmp / 'mlflow.db'}", str(tmp / "milvus.db")
+    cfg = load_config(None, params)
+    for seed in (0, 1):
+        model_cfg = load_config(None, [*params, f"train.seed={seed}"])
+        model = train(model_cfg, data, tmp / f"m{seed}.pt", log=lambda _: None).path
+        evaluate(model, data, model_cfg.evaluate, tmp / f"m{seed}.json")
+        version = register_model(log_training_run(model, tmp / f"m{seed}.json", None, uri), cfg.registry.model_name,
+                                 uri).version
+        mlflow.MlflowClient(uri).set_registered_model_alias(cfg.registry.model_name, "champion", version)
+        promote_index(cfg, data, uri, milvus, log=lambda _: None)
+    return {"tmp": tmp, "cfg": cfg, "uri": uri, "milvus": milvus, "data": data, "params": params}
+
+
+def fresh_images(n: int, seed: int, transform=None, classes=None) -> tuple[np.ndarray, np.ndarray]:
+    """New draws from the catalogue's generator (never indexed), optionally transformed or class-restricted."""
+    images, labels = synthetic_images(4 * n, seed)
+    if classes is not None:
+        keep = np.isin(labels, classes)
+        images, labels = images[keep], labels[keep]
+    images, labels = images[:n], labels[:n]
+    if transform is not None:
+        images = transform(images)
+    return images[:, None], labels
+
+
+def served(env) -> drift.Reference:
+    return drift.load_reference(drift.served_reference(env["cfg"], env["milvus"]))
+
+
+def window(env, images: np.ndarray) -> np.ndarray:
+    return embed_with(served(env).meta["model_uri"], images, 256, "window")
+
+
+def verdict(env, emb, labels=None, ref=None) -> drift.DriftResult:
+    result, _ = drift.check_drift(ref or served(env), emb, labels, env["cfg"].drift, log=lambda _: None)
+    return result
+
+
+def test_promotion_saves_a_calibrated_reference_per_collection(env):
+    ref = served(env)
+    assert ref.meta["collection"] == "items_v2" and ref.meta["model_version"] == "2"
+    assert (env["tmp"] / "refs" / "items_v1.npz").exists()  # kept: the previous collection, for rollback
+    assert ref.prefixes == sorted(ref.prefixes) and set(ref.prefixes) <= {4, 8, 16}
+    assert ref.window_size == WINDOW and ref.compare_rows == 300
+    assert set(ref.thresholds) == {f"d{d}" for d in ref.prefixes} | {"class_share/labels", "class_share/predicted"}
+    assert all(t > 0 for k, t in ref.thresholds.items() if k.startswith("d"))
+
+
+def test_unchanged_windows_pass(env):
+    alarms = [verdict(env, window(env, fresh_images(WINDOW, 100 + i)[0])).drifted for i in range(8)]
+    assert sum(alarms) <= 1, alarms
+
+
+SHIFTS = {
+    "darker": lambda x: (x * 0.5).astype(np.uint8),
+    "lower contrast": lambda x: (x.mean() + (x - x.mean()) * 0.5).astype(np.uint8),
+    "rotated": lambda x: np.stack([ndimage.rotate(i, 90, reshape=False, order=1) for i in x]),
+}
+
+
+@pytest.mark.parametrize("shift", list(SHIFTS))
+def test_image_shifts_are_detected(env, shift):
+    emb = window(env, fresh_images(WINDOW, 200, SHIFTS[shift])[0])
+    assert verdict(env, emb).drifted
+
+
+def test_class_prior_shift_is_detected_by_the_class_share_test(env):
+    images, labels = fresh_images(WINDOW, 300, classes=[0, 1, 2])
+    emb = window(env, images)
+    result = verdict(env, emb, np.array(served(env).class_names)[labels])
+    assert result.drifted and result.class_source == "labels"
+    assert next(t for t in result.tests if t.name == "class_share").drifted
+
+
+def test_unseen_class_is_detected(env):
+    """A reference built without class 9; windows where class 9 is a fifth of the items alarm, ones without don't."""
+    ds = load_dataset(env["data"])
+    ref = served(env)
+    emb = embed_with(ref.meta["model_uri"], ds.x, 256, "catalogue")
+    seen = ds.labels != 9
+    ref9 = drift.build_reference(emb[seen], ds.labels[seen], [str(c) for c in ds.classes], ref.prefixes,
+                                 env["cfg"].drift, ref.meta, log=lambda _: None)
+    images, labels = fresh_images(4 * WINDOW, 400)
+    new = window(env, images)
+    without = new[labels != 9][:WINDOW]
+    mixed = np.concatenate([without[: WINDOW - 30], new[labels == 9][:30]])
+    assert not verdict(env, without, ref=ref9).drifted
+    assert verdict(env, mixed, ref=ref9).drifted
+
+
+def test_report_scores_are_the_calibrated_scores(env):
+    """The Evidently report computes the same numbers calibration and the bench compute without it."""
+    ref = served(env)
+    emb = window(env, fresh_images(WINDOW, 500)[0])
+    result, _ = drift.check_drift(ref, emb, None, env["cfg"].drift, log=lambda _: None)
+    direct = drift.score_window(ref, emb)
+    for t in result.tests:
+        if t.name in direct:
+            assert t.score == pytest.approx(direct[t.name], rel=1e-6, abs=1e-9)
+
+
+def test_rollback_checks_against_the_older_collections_reference(env, tmp_path):
+    rollback_index(env["cfg"], env["milvus"])
+    try:
+        assert served(env).meta["collection"] == "items_v1"
+    finally:
+        from mrl.retrieval import milvus_index as mi
+
+        client = mi.connect(env["milvus"])
+        client.alter_alias(collection_name="items_v2", alias="items")
+        client.close()
+
+
+def test_a_reference_missing_here_is_fetched_from_the_model_run(env, tmp_path):
+    """A check on another machine (a CronJob pod, a CI runner) gets the reference promotion logged to MLflow."""
+    local = env["tmp"] / "refs" / "items_v2.npz"
+    kept = local.rename(tmp_path / "kept.npz")
+    try:
+        path = drift.served_reference(env["cfg"], env["milvus"], env["uri"], log=lambda _: None)
+        assert path == local and drift.load_reference(path).thresholds == drift.load_reference(kept).thresholds
+    finally:
+        kept.replace(local)
+
+
+def run_cli(env, *args):
+    return CliRunner().invoke(app, ["drift", "--params", str(env["tmp"] / "params.yaml"), "--milvus-uri", env["milvus"],
+                                    "--tracking-uri", env["uri"], *args])
+
+
+def test_cli_writes_report_summary_and_workspace_and_exits_by_verdict(env, tmp_path):
+    ok, bad = tmp_path / "ok", tmp_path / "shifted"
+    save_window(ok, window(env, fresh_images(WINDOW, 600)[0]))
+    save_window(bad, window(env, fresh_images(WINDOW, 601, SHIFTS["darker"])[0]))
+
+    first = run_cli(env, "--current", str(ok), "--out", str(tmp_path / "r1"))
+    assert first.exit_code == 0, first.output
+    summary = json.loads((tmp_path / "r1" / "summary.json").read_text())
+    assert summary["drifted"] is False and summary["compared_rows"] == WINDOW
+    assert [t["name"] for t in summary["tests"]][-1] == "class_share" and summary["class_source"] == "predicted"
+    html = (tmp_path / "r1" / "report.html").read_text()
+    assert "Drift in embeddings" in html
+
+    second = run_cli(env, "--current", str(bad), "--out", str(tmp_path / "r2"))
+    assert second.exit_code == drift.EXIT_DRIFT, second.output
+    assert json.loads((tmp_path / "r2" / "summary.json").read_text())["drifted"] is True
+
+    from evidently.ui.workspace import Workspace
+
+    ws = Workspace(str(env["tmp"] / "workspace"))
+    project = ws.search_project(env["cfg"].drift.project)[0]
+    assert len(ws.list_runs(project.id)) >= 2
+
+
+def test_cli_dataset_window_is_embedded_with_the_reference_model(env, tmp_path):
+    images, labels = fresh_images(WINDOW, 700)
+    ds = Dataset("images", images, np.array([f"n{i}" for i in range(WINDOW)]), labels.astype(np.int64),
+                 np.array(["test"] * WINDOW), np.array(served(env).class_names))
+    save_dataset(ds, tmp_path / "batch.npz")
+    out = run_cli(env, "--current", str(tmp_path / "batch.npz"), "--split", "test", "--out", str(tmp_path / "r"),
+                  "--no-workspace")
+    assert out.exit_code == 0, out.output
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["class_source"] == "labels"
+
+
+def save_window(directory, emb):
+    directory.mkdir(parents=True)
+    np.save(directory / "queries-1.npy", emb)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty", "the window is empty"),
+    ("dims", "embeddings have 12 dims, the reference has 16"),
+    ("nan", "contain NaN or infinite values"),
+    ("small", "fewer than drift.min_window"),
+    ("no-reference", "drift reference not found"),
+    ("not-an-array", "not a .npy array"),
+])
+def test_bad_input_is_an_error_never_drift(env, tmp_path, case, message):
+    current, extra = tmp_path / "window", []
+    current.mkdir()
+    good = window(env, fresh_images(WINDOW, 800)[0])
+    if case == "dims":
+        np.save(current / "queries-1.npy", good[:, :12])
+    elif case == "nan":
+        good[3, 5] = np.nan
+        np.save(current / "queries-1.npy", good)
+    elif case == "small":
+        np.save(current / "queries-1.npy", good[:10])
+    elif case == "no-reference":
+        np.save(current / "queries-1.npy", good)
+        extra = ["--reference", str(tmp_path / "missing.npz")]
+    elif case == "not-an-array":
+        (current / "queries-1.npy").write_text("not numpy")
+    out = run_cli(env, "--current", str(current), "--out", str(tmp_path / "report"), *extra)
+    assert out.exit_code == 2, out.output
+    assert message in out.output and out.output.count("\n") == 1
+    assert not (tmp_path / "report").exists()
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    requests: ClassVar[list] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Recorder.requests.append((self.path, self.headers["Authorization"], body))
+        self.send_response(204 if "ok" in self.path else 404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_github_dispatch_action(env, monkeypatch):
+    server = HTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = f"http://127.0.0.1:{server.server_port}"
+    try:
+        cfg = load_config(None, [*env["params"], f"drift.github_api_url={api}", "drift.github_repository=acme/ok"])
+        monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+        with pytest.raises(MRLError, match="GITHUB_TOKEN"):
+            retrain(cfg, "github", "")
+        monkeypatch.setenv("GITHUB_TOKEN", "t0ken")
+        assert "sent to acme/ok" in retrain(cfg, "github", "", payload={"tests": ["d8"]})
+        path, auth, body = _Recorder.requests[-1]
+        assert path == "/repos/acme/ok/dispatches" and auth == "Bearer t0ken"
+        assert body == {"event_type": "mrl-drift", "client_payload": {"tests": ["d8"]}}
+        missing = load_config(None, [*env["params"], f"drift.github_api_url={api}", "drift.github_repository=acme/gone"])
+        with pytest.raises(MRLError, match="answered 404"):
+            retrain(missing, "github", "")
+    finally:
+        server.shutdown()
+
+
+def test_drift_with_a_failing_action_exits_4(env, tmp_path, monkeypatch):
+    monkeypatch.delenv("KFP_HOST", raising=False)
+    bad = tmp_path / "shifted"
+    save_window(bad, window(env, fresh_images(WINDOW, 900, SHIFTS["darker"])[0]))
+    out = run_cli(env, "--current", str(bad), "--out", str(tmp_path / "r"), "--no-workspace", "--set", "drift.on_drift=kfp")
+    assert out.exit_code == 4, out.output
+    assert "retrain action failed" in out.output
