@@ -9,10 +9,10 @@ Params travel as the text of params.yaml ("" = the embedded defaults) and are va
 from components.drift import dataset_drift_op, drift_op, retrain_op
 from components.evaluate import evaluate_op
 from components.ingest import ingest_op
-from components.promote import promote_op
+from components.promote import finish_promotion_op, insert_shard_op, plan_promotion_op, shard_list_op
 from components.register import register_op
 from components.train import train_op
 from components.validate import validate_op
 
-__all__ = ["dataset_drift_op", "drift_op", "evaluate_op", "ingest_op", "promote_op", "register_op", "retrain_op", "train_op",
-           "validate_op"]
+__all__ = ["dataset_drift_op", "drift_op", "evaluate_op", "finish_promotion_op", "ingest_op", "insert_shard_op",
+           "plan_promotion_op", "register_op", "retrain_op", "shard_list_op", "train_op", "validate_op"]

@@ -1,3 +1,7 @@
+"""Index promotion as three kinds of step, so a large catalogue is embedded in parallel:
+plan (choose the funnel, create the collection) -> one insert step per shard (KFP ParallelFor) ->
+verify and swap the alias. A shard's failure leaves the alias where it was."""
+
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
 
@@ -5,20 +9,63 @@ from components.image import MRL_IMAGE
 
 
 @dsl.component(base_image=MRL_IMAGE, install_kfp_package=False)
-def promote_op(params_yaml: str, tracking_uri: str, milvus_uri: str, version: str, dataset: Input[Dataset],
-               promotion: Output[Artifact]):
-    """Embed the catalogue with model `version`, choose the funnel, build and verify a new Milvus collection
-    and swap the serving alias. Empty URIs: the pod's $MLFLOW_TRACKING_URI / $MILVUS_URI."""
+def plan_promotion_op(params_yaml: str, tracking_uri: str, milvus_uri: str, version: str, dataset: Input[Dataset]
+                      ) -> str:
+    """Check the champion and data, choose the funnel, save the drift reference, create the empty collection.
+    Returns the plan (JSON). Empty URIs: the pod's $MLFLOW_TRACKING_URI / $MILVUS_URI."""
+    from mrl.config import parse_params
+    from mrl.promote import plan_promotion
+
+    cfg = parse_params(params_yaml, "params_yaml")
+    return plan_promotion(cfg, dataset.path, tracking_uri or None, milvus_uri or None, version).to_json()
+
+
+@dsl.component(base_image=MRL_IMAGE, install_kfp_package=False)
+def shard_list_op(params_yaml: str, plan: str) -> list:
+    """One work item per shard of retrieval.shards: what the insert steps fan out over. Each item carries the
+    plan, because kfp.local (2.17) resolves other tasks' outputs inside a ParallelFor wrongly."""
     import json
 
     from mrl.config import parse_params
-    from mrl.promote import promote_index
+
+    shards = parse_params(params_yaml, "params_yaml").retrieval.shards
+    return [json.dumps({"plan": plan, "shard": i, "shards": shards}) for i in range(shards)]
+
+
+@dsl.component(base_image=MRL_IMAGE, install_kfp_package=False)
+def insert_shard_op(params_yaml: str, tracking_uri: str, milvus_uri: str, work: str, dataset: Input[Dataset]) -> str:
+    """Embed one shard (a shard_list_op item) and insert it; returns its exact top-k for the verify queries."""
+    import json
+
+    from mrl.config import parse_params
+    from mrl.promote import Plan, insert_shard
+
+    cfg, item = parse_params(params_yaml, "params_yaml"), json.loads(work)
+    return json.dumps(insert_shard(cfg, Plan.from_json(item["plan"]), dataset.path, tracking_uri or None,
+                                   milvus_uri or None, item["shard"], item["shards"]))
+
+
+@dsl.component(base_image=MRL_IMAGE, install_kfp_package=False)
+def finish_promotion_op(params_yaml: str, tracking_uri: str, milvus_uri: str, plan: str, partials: list,
+                        dataset: Input[Dataset], promotion: Output[Artifact]) -> str:
+    """Verify row count and funnel recall through Milvus, then swap the serving alias. Returns the collection."""
+    import json
+
+    from mrl.config import parse_params
+    from mrl.promote import Plan, abandon_promotion, finish_promotion
 
     cfg = parse_params(params_yaml, "params_yaml")
-    r = promote_index(cfg, dataset.path, tracking_uri or None, milvus_uri or None, version)
+    the_plan = Plan.from_json(plan)
+    try:
+        r = finish_promotion(cfg, the_plan, dataset.path, tracking_uri or None, milvus_uri or None,
+                             [json.loads(p) for p in partials])
+    except BaseException:
+        abandon_promotion(cfg, the_plan, milvus_uri or None)
+        raise
     record = {"collection": r.collection, "previous": r.previous, "rows": r.rows, "funnel": r.funnel.row(),
               "verify_recall": r.verify_recall, "dropped": r.dropped}
     with open(promotion.path, "w") as f:
         json.dump(record, f, indent=2)
     promotion.metadata.update({"collection": r.collection, "funnel": r.funnel.funnel.name(),
                                "funnel_recall": r.funnel.recall, "verify_recall": r.verify_recall})
+    return r.collection

@@ -360,10 +360,29 @@ def _print_summary(cfg, tracking_uri: str, milvus_uri: str, pipeline_root: Path)
         typer.echo(f"  {hit['id']:<28} {hit['score']:.4f}  {hit['label']}")
     typer.echo("  " + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in timings.items()))
     index.client.close()
+    _print_drift_check(cfg, pipeline_root)
     if tracking_uri.startswith("sqlite:"):
         typer.echo(f"\nMLflow UI:      mlflow ui --backend-store-uri {tracking_uri}   (http://127.0.0.1:5000)")
     typer.echo(f"search service: mrl serve --milvus-uri {milvus_uri}   (http://127.0.0.1:8000/docs)")
     typer.echo(f"pipeline outputs: {pipeline_root}/")
+
+
+def _print_drift_check(cfg, pipeline_root: Path) -> None:
+    import shutil
+
+    from mrl.drift import DriftResult, TestResult, format_result
+    from pipelines.run import latest_local_output
+
+    summary, report = (latest_local_output(pipeline_root, "dataset-drift-op", name) for name in ("summary", "report"))
+    if not (summary and report):
+        return
+    d = json.loads(summary.read_text())
+    result = DriftResult(**(d | {"tests": [TestResult(**t) for t in d["tests"]]}))
+    html = Path(cfg.drift.reference_dir).parent / "last-check.html"  # the artifact has no .html suffix
+    shutil.copyfile(report, html)
+    typer.echo(f"\ndrift check: held-out split vs the reference of {result.reference_meta.get('collection')}\n"
+               + format_result(result))
+    typer.echo(f"drift report:   {html}\ndrift history:  evidently ui --workspace {cfg.drift.workspace}")
 
 
 @pipeline_app.command("compile")

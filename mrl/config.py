@@ -122,6 +122,8 @@ class RetrievalConfig(_Section):
     cascades: list[list[int]] = [[512], [64, 512]]  # re-rank dims tried after the shortlist
     shrink: int = Field(4, ge=2)  # each cascade stage keeps 1/shrink of its input
     max_queries: int = Field(500, gt=0)  # held-out queries used to choose the funnel
+    choose_sample: int = Field(100_000, gt=0)  # catalogue rows the funnel is chosen on (larger catalogues: a sample)
+    shards: int = Field(1, gt=0)  # catalogue shards embedded and inserted in parallel (KFP ParallelFor)
     # Milvus index of the d0 field: HNSW (fast, approximate) or FLAT (exact scan).
     index_type: Literal["HNSW", "FLAT"] = "HNSW"
     hnsw_m: int = Field(16, gt=0)

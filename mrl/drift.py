@@ -472,11 +472,9 @@ def monitor(cfg: Config, current: str | Path, out_dir: str | Path, reference: st
 
     def embed(x: np.ndarray) -> np.ndarray:
         from mrl.promote import embed_with
-        from mrl.tracking import client
 
-        client(tracking_uri)  # the registry that model_uri (models:/name/version) refers to
         log(f"embedding {len(x)} items with {ref.meta.get('model_uri')}")
-        return embed_with(ref.meta["model_uri"], x, cfg.evaluate.batch_size, "embedding window")
+        return embed_with(ref.meta["model_uri"], x, cfg.evaluate.batch_size, "embedding window", tracking_uri)
 
     emb, labels = read_window(current, split, embed if ref.meta.get("model_uri") else None)
     result, snapshot = check_drift(ref, emb, labels, cfg.drift, str(current), log)

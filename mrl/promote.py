@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from mrl.progress import progress
 from mrl.registry import CHAMPION, alias_version
 from mrl.retrieval import milvus_index as mi
 from mrl.retrieval.choose import FunnelCost, candidate_funnels, choose_funnel, measure_funnels, plot_cost_recall
-from mrl.retrieval.funnel import exact_search, recall_at_k
+from mrl.retrieval.funnel import Funnel, exact_search
 from mrl.tracking import client as mlflow_client
 
 
@@ -57,9 +57,13 @@ def resolve_champion(cfg: Config, tracking_uri: str | None, version: str | None 
                     tags.get("mrl.kind", "images"), json.loads(tags.get("mrl.item_shape", "[]")))
 
 
-def embed_with(model_uri: str, x: np.ndarray, batch_size: int, desc: str = "embedding catalogue") -> np.ndarray:
+def embed_with(model_uri: str, x: np.ndarray, batch_size: int, desc: str = "embedding catalogue",
+               tracking_uri: str | None = None) -> np.ndarray:
+    """Embed with a registered model; models:/name/version resolves against tracking_uri (resolved as usual)."""
     import mlflow
     import torch
+
+    mlflow_client(tracking_uri)  # sets the registry URI that models:/ refers to
 
     model = mlflow.pytorch.load_model(model_uri)
     with torch.no_grad():
@@ -67,18 +71,19 @@ def embed_with(model_uri: str, x: np.ndarray, batch_size: int, desc: str = "embe
                                for i in progress(range(0, len(x), batch_size), desc, "batch")]).astype(np.float32)
 
 
-def verify_collection(index: mi.MilvusFunnelIndex, embeddings: np.ndarray, ids: np.ndarray, queries: np.ndarray,
-                      expected_rows: int, target: float, k: int) -> float:
-    """Row count, then funnel-through-Milvus recall@k of sample queries against exact full-dim search."""
-    rows = mi.row_count(index.client, index.name)
-    if rows != expected_rows:
-        raise MRLError(f"Milvus collection {index.name}: {rows} rows after insert, expected {expected_rows}")
-    truth = exact_search(embeddings, queries, k).indices
-    found = index.search_result(queries, {str(i): r for r, i in enumerate(ids)}, k).indices
-    recall = recall_at_k(found, truth)
+def verify_collection(client, plan: Plan, queries: np.ndarray, truth: np.ndarray, k: int, target: float,
+                      hnsw_ef: int = 0) -> float:
+    """Row count, then funnel-through-Milvus recall@k of sample queries against exact full-dim search (`truth`:
+    the catalogue's true top-k ids per query)."""
+    rows = mi.row_count(client, plan.collection)
+    if rows != plan.rows:
+        raise MRLError(f"Milvus collection {plan.collection}: {rows} rows after insert, expected {plan.rows}")
+    client.load_collection(plan.collection)
+    hits, _ = mi.MilvusFunnelIndex(client, plan.collection, hnsw_ef).search(queries, k)
+    recall = float(np.mean([len({h["id"] for h in found} & set(t)) / k for found, t in zip(hits, truth)]))
     if recall < target:
-        raise MRLError(f"Milvus collection {index.name}: funnel recall@{k} {recall:.4f} on {len(queries)} sample "
-                       f"queries is below retrieval.target_recall {target}")
+        raise MRLError(f"Milvus collection {plan.collection}: funnel recall@{k} {recall:.4f} on {len(queries)} "
+                       f"sample queries is below retrieval.target_recall {target}")
     return recall
 
 
@@ -100,8 +105,52 @@ def record_funnel(tracking_uri: str | None, cfg: Config, champion: Champion, cos
         c.set_model_version_tag(cfg.registry.model_name, champion.version, key, value)
 
 
+@dataclass
+class Plan:
+    """What the steps of one promotion share (JSON between pipeline steps): the new collection, its funnel,
+    and the held-out rows whose recall through Milvus is verified before the alias moves."""
+
+    collection: str
+    previous: str | None
+    champion: Champion
+    chosen: dict  # FunnelCost.row() of the chosen funnel
+    rows: int  # catalogue rows the collection must end up with
+    verify_rows: list[int]  # dataset rows of the verification queries
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        d = json.loads(text)
+        return cls(**(d | {"champion": Champion(**d["champion"])}))
+
+    @property
+    def funnel(self) -> FunnelCost:
+        row = {k: v for k, v in self.chosen.items() if k not in ("funnel", "funnel_spec")}
+        return FunnelCost(Funnel.from_dict(self.chosen["funnel_spec"]), **row)
+
+
 def promote_index(cfg: Config, data_path: str | Path, tracking_uri: str | None = None, milvus_uri: str | None = None,
                   version: str | None = None, log: Callable[[str], None] = print) -> PromotionResult:
+    """The whole promotion in this process: plan, insert the catalogue as one shard, verify and swap."""
+    embeddings: dict[str, np.ndarray] = {}
+    plan = plan_promotion(cfg, data_path, tracking_uri, milvus_uri, version, log, embeddings)
+    try:
+        partial = insert_shard(cfg, plan, data_path, tracking_uri, milvus_uri, 0, 1, embeddings.get("all"))
+        return finish_promotion(cfg, plan, data_path, tracking_uri, milvus_uri, [partial], embeddings.get("all"), log)
+    except BaseException:
+        abandon_promotion(cfg, plan, milvus_uri)
+        raise
+
+
+def plan_promotion(cfg: Config, data_path: str | Path, tracking_uri: str | None, milvus_uri: str | None,
+                   version: str | None, log: Callable[[str], None] = print,
+                   keep: dict[str, np.ndarray] | None = None) -> Plan:
+    """Check everything, choose the funnel, save the drift reference and create the empty collection.
+
+    The funnel is chosen on up to retrieval.choose_sample catalogue rows (all of them, below that), queried with
+    held-out items. `keep`, if given, receives the catalogue's embeddings when they were all computed here."""
     rc = cfg.retrieval
     champion = resolve_champion(cfg, tracking_uri, version)
     unknown = [d for d in cfg.drift.prefixes if d not in champion.nesting_dims]
@@ -118,11 +167,19 @@ def promote_index(cfg: Config, data_path: str | Path, tracking_uri: str | None =
     if name == current:
         raise MRLError(f"Milvus alias {alias} already serves {name}; nothing to promote")
 
-    embeddings = embed_with(champion.model_uri, ds.x, cfg.evaluate.batch_size)
-    # Choose and verify on the same footing as serving: the whole catalogue, queried with held-out items.
-    test = ds.split == "test"
-    queries = embeddings[test][: rc.max_queries] if test.any() else embeddings[: rc.max_queries]
-    log(f"choosing the funnel on {len(queries)} held-out queries over {len(embeddings)} items")
+    # Choose on the same footing as serving: the catalogue (or a large sample), queried with held-out items.
+    test = np.flatnonzero(ds.split == "test")
+    query_rows = (test if len(test) else np.arange(len(ds)))[: rc.max_queries]
+    sample = np.arange(len(ds))
+    if len(ds) > rc.choose_sample:
+        rest = np.setdiff1d(sample, query_rows)
+        picked = np.random.default_rng(0).choice(rest, rc.choose_sample - len(query_rows), replace=False)
+        sample = np.sort(np.concatenate([query_rows, picked]))
+    embeddings = embed_with(champion.model_uri, ds.x[sample], cfg.evaluate.batch_size, tracking_uri=tracking_uri)
+    if keep is not None and len(sample) == len(ds):
+        keep["all"] = embeddings
+    queries = embeddings[np.searchsorted(sample, query_rows)]
+    log(f"choosing the funnel on {len(queries)} held-out queries over {len(sample)} of {len(ds)} items")
     costs = measure_funnels(embeddings, queries, candidate_funnels(rc, champion.nesting_dims), rc.k)
     chosen = choose_funnel(costs, rc.target_recall)
     log(f"chosen funnel {chosen.funnel.name()}: recall@{rc.k} {chosen.recall:.4f}, "
@@ -131,34 +188,83 @@ def promote_index(cfg: Config, data_path: str | Path, tracking_uri: str | None =
 
     if name in client.list_collections():  # left by a killed promotion: never served, safe to rebuild
         client.drop_collection(name)
-    info = mi.CollectionInfo(name, cfg.registry.model_name, champion.version, chosen.funnel, champion.nesting_dims,
-                             rc.k, current)
-    labels = [str(ds.classes[i]) if i >= 0 else "" for i in ds.labels]
+    plan = Plan(name, current, champion, chosen.row(), len(ds), query_rows[: rc.verify_queries].tolist())
     try:
+        save_drift_reference(cfg, name, champion, chosen.funnel, embeddings, ds.labels[sample], ds.classes,
+                             tracking_uri, log)
+        info = mi.CollectionInfo(name, cfg.registry.model_name, champion.version, chosen.funnel,
+                                 champion.nesting_dims, rc.k, current)
         mi.create_collection(client, info, embeddings.shape[1], rc.index_type, rc.hnsw_m, rc.hnsw_ef_construction)
-        bar = progress(None, f"inserting into {name}", "row", total=len(ds))
-        mi.insert_rows(client, name, ds.ids, labels, embeddings, chosen.funnel.d0, rc.insert_batch, bar.update)
-        bar.close()
-        client.load_collection(name)
-        sample = queries[: rc.verify_queries]
-        recall = verify_collection(mi.MilvusFunnelIndex(client, name, rc.hnsw_ef), embeddings, ds.ids, sample,
-                                   len(ds), rc.target_recall, rc.k)
-        reference = save_drift_reference(cfg, name, champion, chosen.funnel, embeddings, ds, tracking_uri, log)
-        swap_alias(client, alias, name, exists=current is not None)
     except BaseException:
-        client.drop_collection(name)  # the alias never pointed here: dropping it loses nothing
-        drift.reference_path(cfg, name).unlink(missing_ok=True)
+        abandon_promotion(cfg, plan, milvus_uri)
         raise
-    log(f"alias {alias} -> {name} ({len(ds)} rows, verified recall@{rc.k} {recall:.4f} on {len(sample)} queries); "
-        f"drift reference {reference}")
+    return plan
+
+
+def shard_rows(n: int, shard: int, shards: int) -> np.ndarray:
+    return np.array_split(np.arange(n), shards)[shard]
+
+
+def insert_shard(cfg: Config, plan: Plan, data_path: str | Path, tracking_uri: str | None, milvus_uri: str | None,
+                 shard: int, shards: int, embeddings: np.ndarray | None = None) -> dict:
+    """Embed and insert one contiguous shard of the catalogue. Returns the shard's exact top-k for the
+    verification queries ({"ids", "scores"}), which `finish_promotion` merges into the whole catalogue's."""
+    rc = cfg.retrieval
+    ds = load_dataset(data_path)
+    rows = shard_rows(len(ds), shard, shards)
+    if embeddings is None:
+        embeddings = embed_with(plan.champion.model_uri, ds.x[rows], cfg.evaluate.batch_size,
+                                f"embedding shard {shard + 1}/{shards}", tracking_uri)
+        queries = embed_with(plan.champion.model_uri, ds.x[plan.verify_rows], cfg.evaluate.batch_size, "queries",
+                             tracking_uri)
+    else:
+        queries = embeddings[plan.verify_rows]
+    labels = [str(ds.classes[i]) if i >= 0 else "" for i in ds.labels[rows]]
+    client = mi.connect(milvus_uri)
+    bar = progress(None, f"inserting into {plan.collection}", "row", total=len(rows))
+    mi.insert_rows(client, plan.collection, ds.ids[rows], labels, embeddings, plan.funnel.funnel.d0, rc.insert_batch,
+                   bar.update)
+    bar.close()
+    top = exact_search(embeddings, queries, min(rc.k, len(rows)))
+    return {"ids": ds.ids[rows][top.indices].tolist(), "scores": top.scores.tolist()}
+
+
+def finish_promotion(cfg: Config, plan: Plan, data_path: str | Path, tracking_uri: str | None, milvus_uri: str | None,
+                     partials: list[dict], embeddings: np.ndarray | None = None,
+                     log: Callable[[str], None] = print) -> PromotionResult:
+    """Verify the full collection (row count; funnel recall through Milvus against the merged exact top-k),
+    then swap the serving alias and drop collections beyond keep_last."""
+    rc = cfg.retrieval
+    client = mi.connect(milvus_uri)
+    if embeddings is None:
+        queries = embed_with(plan.champion.model_uri, load_dataset(data_path).x[plan.verify_rows],
+                             cfg.evaluate.batch_size, "queries", tracking_uri)
+    else:
+        queries = embeddings[plan.verify_rows]
+    ids = np.concatenate([np.asarray(p["ids"], dtype=object) for p in partials], axis=1)
+    scores = np.concatenate([np.asarray(p["scores"]) for p in partials], axis=1)
+    truth = np.take_along_axis(ids, np.argsort(-scores, axis=1, kind="stable")[:, : rc.k], axis=1)
+    recall = verify_collection(client, plan, queries, truth, rc.k, rc.target_recall, rc.hnsw_ef)
+    alias = rc.collection_prefix
+    swap_alias(client, alias, plan.collection, exists=plan.previous is not None)
+    log(f"alias {alias} -> {plan.collection} ({plan.rows} rows, verified recall@{rc.k} {recall:.4f} on {len(queries)} "
+        f"queries); drift reference {drift.reference_path(cfg, plan.collection)}")
     dropped = drop_old_collections(client, alias, rc.keep_last)
     for old in dropped:
         drift.reference_path(cfg, old).unlink(missing_ok=True)
-    return PromotionResult(name, current, len(ds), chosen, recall, dropped)
+    return PromotionResult(plan.collection, plan.previous, plan.rows, plan.funnel, recall, dropped)
+
+
+def abandon_promotion(cfg: Config, plan: Plan, milvus_uri: str | None) -> None:
+    """Drop what a failed promotion built. The alias never pointed at it, so nothing served is lost."""
+    client = mi.connect(milvus_uri)
+    if mi.alias_target(client, cfg.retrieval.collection_prefix) != plan.collection:
+        client.drop_collection(plan.collection)
+        drift.reference_path(cfg, plan.collection).unlink(missing_ok=True)
 
 
 def save_drift_reference(cfg: Config, collection: str, champion: Champion, funnel, embeddings: np.ndarray,
-                         ds, tracking_uri: str | None, log: Callable[[str], None]) -> Path | None:
+                         labels: np.ndarray, classes, tracking_uri: str | None, log: Callable[[str], None]) -> Path | None:
     """The catalogue sample and calibrated thresholds `mrl drift` compares windows with, one per collection
     (so a rolled-back index is checked against its own reference). Written to drift.reference_dir and logged
     to the model version's run (drift/<collection>.npz), where checks on other machines fetch it."""
@@ -168,7 +274,7 @@ def save_drift_reference(cfg: Config, collection: str, champion: Champion, funne
     prefixes = list(cfg.drift.prefixes) or sorted({funnel.d0, *funnel.rerank_dims})
     meta = {"collection": collection, "model_name": cfg.registry.model_name, "model_version": champion.version,
             "model_uri": champion.model_uri}
-    ref = drift.build_reference(embeddings, ds.labels, [str(c) for c in ds.classes], prefixes, cfg.drift, meta, log)
+    ref = drift.build_reference(embeddings, labels, [str(c) for c in classes], prefixes, cfg.drift, meta, log)
     path = drift.save_reference(ref, drift.reference_path(cfg, collection))
     mlflow_client(tracking_uri).log_artifact(champion.run_id, str(path), "drift")
     return path

@@ -5,7 +5,18 @@ from pathlib import Path
 
 from kfp import compiler, dsl
 
-from components import dataset_drift_op, evaluate_op, ingest_op, promote_op, register_op, train_op, validate_op
+from components import (
+    dataset_drift_op,
+    evaluate_op,
+    finish_promotion_op,
+    ingest_op,
+    insert_shard_op,
+    plan_promotion_op,
+    register_op,
+    shard_list_op,
+    train_op,
+    validate_op,
+)
 from mrl.config import ClusterConfig
 from pipelines.cluster import DEFAULT_CLUSTER, on_cluster, training_resources
 
@@ -29,8 +40,18 @@ def build(cluster: ClusterConfig = DEFAULT_CLUSTER):
         register = on_cluster(register_op(params_yaml=params_yaml, tracking_uri=tracking_uri,
                                           model=train.outputs["model"], per_dim=evaluate.outputs["per_dim"],
                                           plot=evaluate.outputs["plot"]), cluster)
-        promote = on_cluster(promote_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
-                                        version=register.outputs["Output"], dataset=ingest.outputs["dataset"]), cluster)
+        # Promotion: plan, then embed and insert retrieval.shards shards in parallel, then verify and swap.
+        plan = on_cluster(plan_promotion_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
+                                            version=register.outputs["Output"], dataset=ingest.outputs["dataset"]),
+                          cluster)
+        shards = on_cluster(shard_list_op(params_yaml=params_yaml, plan=plan.output), cluster)
+        with dsl.ParallelFor(shards.output) as work:
+            insert = on_cluster(insert_shard_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
+                                                work=work,
+                                                dataset=ingest.outputs["dataset"]), cluster)
+        promote = on_cluster(finish_promotion_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
+                                                 plan=plan.output, partials=dsl.Collected(insert.output),
+                                                 dataset=ingest.outputs["dataset"]), cluster)
         on_cluster(dataset_drift_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
                                     dataset=ingest.outputs["dataset"], split=drift_split).after(promote), cluster)
         return register.outputs["Output"]

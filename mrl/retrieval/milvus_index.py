@@ -31,7 +31,9 @@ def resolve_milvus_uri(explicit: str | None = None) -> str:
     return uri if "://" in uri else str(Path(uri).resolve())
 
 
-def connect(uri: str | None = None):
+def connect(uri: str | None = None, lock_wait_s: float = 300.0):
+    """A MilvusClient. A Milvus Lite file is opened by one process at a time: while another holds it (parallel
+    pipeline steps on kfp.local), wait up to lock_wait_s for it."""
     import logging
 
     # Milvus Lite's in-process gRPC server logs a traceback for RPCs it does not implement (and that the
@@ -39,12 +41,34 @@ def connect(uri: str | None = None):
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
     uri = resolve_milvus_uri(uri)
-    try:
-        from pymilvus import MilvusClient  # reads and checks $MILVUS_URI at import: must be a server URL
+    deadline = time.monotonic() + lock_wait_s
+    while True:
+        try:
+            from pymilvus import MilvusClient  # reads and checks $MILVUS_URI at import: must be a server URL
 
-        return MilvusClient(uri)
-    except Exception as e:  # pymilvus raises MilvusException, ConnectionConfigException, RuntimeError, ...
-        raise MRLError(f"Milvus at {uri}: cannot connect ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+            return MilvusClient(uri)
+        except Exception as e:  # pymilvus raises MilvusException, ConnectionConfigException, RuntimeError, ...
+            locked = "://" not in uri and Path(uri).exists() and time.monotonic() < deadline and _lite_locked(uri)
+            if not locked:
+                raise MRLError(f"Milvus at {uri}: cannot connect "
+                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+            time.sleep(1.0)
+
+
+def _lite_locked(path: str) -> bool:
+    """Whether another process holds the Milvus Lite data directory's lock (what milvus_lite itself checks)."""
+    import fcntl
+
+    lock = Path(path) / "LOCK"
+    if not lock.exists():
+        return False
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ def documents(path) -> list[dict]:
     return list(yaml.safe_load_all(path.read_text()))
 
 
-STEPS = {"training": {"ingest", "validate", "train", "evaluate", "register", "promote", "dataset-drift"},
+STEPS = {"training": {"ingest", "validate", "train", "evaluate", "register", "plan-promotion", "shard-list", "insert-shard",
+                      "finish-promotion", "dataset-drift"},
          "drift": {"drift", "retrain"}}
 
 

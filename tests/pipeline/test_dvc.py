@@ -39,6 +39,8 @@ def test_dvc_repro_reproduces_the_run_and_diffs_metrics_per_dim(raw_dir, tmp_pat
     assert registration["gate"]["promoted"] and registration["registration"]["version"] == "1"
     assert json.loads((repo / "artifacts/metrics/eval.json").read_text()).keys() == {"4", "8", "16"}
     assert json.loads((repo / "artifacts/index/promotion.json").read_text())["collection"] == "items_v1"
+    drift = json.loads((repo / "artifacts/drift/report/summary.json").read_text())
+    assert drift["drifted"] is False and drift["reference_meta"]["collection"] == "items_v1"
     sh("dvc", "push", cwd=repo, env=env)  # the default local remote takes the data and model
     assert any((repo / ".dvc-storage").rglob("*"))
 

@@ -5,7 +5,7 @@ import json
 import mlflow
 import numpy as np
 import pytest
-from helpers import small_params
+from helpers import SMALL_PARAMS, small_params
 
 from mrl.registry import aliases
 from mrl.retrieval import milvus_index as mi
@@ -16,7 +16,9 @@ def test_pipeline_trains_evaluates_registers_and_promotes(raw_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     root = tmp_path / "kfp"
     milvus = str(tmp_path / "milvus.db")
-    version = run_local(small_params(raw_dir), uri, root, milvus_uri=milvus)
+    # Three catalogue shards: promotion embeds and inserts them in a ParallelFor, then verifies and swaps once.
+    version = run_local(small_params(raw_dir, retrieval=SMALL_PARAMS["retrieval"] | {"shards": 3}), uri, root,
+                        milvus_uri=milvus)
     assert version == "1"
     assert aliases("fashion-mnist-mrl", uri) == {"champion": "1", "challenger": "1"}
 
@@ -30,8 +32,11 @@ def test_pipeline_trains_evaluates_registers_and_promotes(raw_dir, tmp_path):
     run_id = mlflow.MlflowClient(uri).get_model_version("fashion-mnist-mrl", "1").run_id
     assert mlflow.MlflowClient(uri).get_run(run_id).data.metrics["knn_top1_d16"] == pytest.approx(per_dim["16"]["knn_top1"])
 
-    promotion = json.loads(latest_local_output(root, "promote-op", "promotion").read_text())
+    promotion = json.loads(latest_local_output(root, "finish-promotion-op", "promotion").read_text())
     assert promotion["collection"] == "items_v1" and promotion["rows"] == 400
+    assert promotion["verify_recall"] >= 0.9  # through Milvus, against the exact top-k merged from the 3 shards
+    run_dir = latest_local_output(root, "plan-promotion-op", "executor_output.json").parents[1]
+    assert len(list(run_dir.glob("for-loop-*-iteration-*"))) == 3
 
     # The last step checks the held-out split against the reference promotion just saved.
     summary = json.loads(latest_local_output(root, "dataset-drift-op", "summary").read_text())
