@@ -7,7 +7,7 @@ FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 ARTIFACTS ?= artifacts
 MRL := $(BIN)/mrl
 
-.PHONY: install data demo repro test bench-quality bench-retrieval lint compile clean
+.PHONY: install data demo repro test bench-quality bench-retrieval bench-drift lint compile clean
 
 install: $(VENV)/.installed
 	@bash scripts/get-actionlint.sh .tools/actionlint
@@ -50,6 +50,12 @@ MODEL ?= $(lastword $(sort $(wildcard $(ARTIFACTS)/kfp/mrl-training-*/train-op/m
 bench-retrieval: install data
 	@test -n "$(MODEL)" || { echo "error: no trained model; run make demo first or pass MODEL=path/to/model.pt" >&2; exit 2; }
 	$(BIN)/python bench/retrieval.py --model $(MODEL) --data-dir $(FASHION_MNIST_DIR) --out bench/results/retrieval.md
+
+# Drift calibration: false alarms on unchanged windows, detection of image/class shifts, per Evidently method;
+# needs a trained model (default: the newest from `make demo`). About 40 min on 2 cores.
+bench-drift: install data
+	@test -n "$(MODEL)" || { echo "error: no trained model; run make demo first or pass MODEL=path/to/model.pt" >&2; exit 2; }
+	$(BIN)/python bench/drift.py --model $(MODEL) --data-dir $(FASHION_MNIST_DIR) --out bench/results/drift.md
 
 clean:
 	rm -rf $(ARTIFACTS) mlflow.db milvus.db

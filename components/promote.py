@@ -2,6 +2,7 @@
 plan (choose the funnel, create the collection) -> one insert step per shard (KFP ParallelFor) ->
 verify and swap the alias. A shard's failure leaves the alias where it was."""
 
+
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
 
@@ -33,21 +34,25 @@ def shard_list_op(params_yaml: str, plan: str) -> list:
 
 
 @dsl.component(base_image=MRL_IMAGE, install_kfp_package=False)
-def insert_shard_op(params_yaml: str, tracking_uri: str, milvus_uri: str, work: str, dataset: Input[Dataset]) -> str:
-    """Embed one shard (a shard_list_op item) and insert it; returns its exact top-k for the verify queries."""
+def insert_shard_op(params_yaml: str, tracking_uri: str, milvus_uri: str, work: str, dataset: Input[Dataset],
+                    top_k: Output[Artifact]):
+    """Embed one shard (a shard_list_op item) and insert it; writes its exact top-k for the verify queries (a file:
+    too large for a parameter, which kfp.local passes on a command line)."""
     import json
 
     from mrl.config import parse_params
     from mrl.promote import Plan, insert_shard
 
     cfg, item = parse_params(params_yaml, "params_yaml"), json.loads(work)
-    return json.dumps(insert_shard(cfg, Plan.from_json(item["plan"]), dataset.path, tracking_uri or None,
-                                   milvus_uri or None, item["shard"], item["shards"]))
+    partial = insert_shard(cfg, Plan.from_json(item["plan"]), dataset.path, tracking_uri or None, milvus_uri or None,
+                           item["shard"], item["shards"])
+    with open(top_k.path, "w") as f:
+        json.dump(partial, f)
 
 
 @dsl.component(base_image=MRL_IMAGE, install_kfp_package=False)
-def finish_promotion_op(params_yaml: str, tracking_uri: str, milvus_uri: str, plan: str, partials: list,
-                        dataset: Input[Dataset], promotion: Output[Artifact]) -> str:
+def finish_promotion_op(params_yaml: str, tracking_uri: str, milvus_uri: str, plan: str,
+                        partials: Input[list[Artifact]], dataset: Input[Dataset], promotion: Output[Artifact]) -> str:
     """Verify row count and funnel recall through Milvus, then swap the serving alias. Returns the collection."""
     import json
 
@@ -57,8 +62,11 @@ def finish_promotion_op(params_yaml: str, tracking_uri: str, milvus_uri: str, pl
     cfg = parse_params(params_yaml, "params_yaml")
     the_plan = Plan.from_json(plan)
     try:
-        r = finish_promotion(cfg, the_plan, dataset.path, tracking_uri or None, milvus_uri or None,
-                             [json.loads(p) for p in partials])
+        tops = []
+        for part in partials:
+            with open(part.path) as f:
+                tops.append(json.load(f))
+        r = finish_promotion(cfg, the_plan, dataset.path, tracking_uri or None, milvus_uri or None, tops)
     except BaseException:
         abandon_promotion(cfg, the_plan, milvus_uri or None)
         raise

@@ -50,7 +50,7 @@ def build(cluster: ClusterConfig = DEFAULT_CLUSTER):
                                                 work=work,
                                                 dataset=ingest.outputs["dataset"]), cluster)
         promote = on_cluster(finish_promotion_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
-                                                 plan=plan.output, partials=dsl.Collected(insert.output),
+                                                 plan=plan.output, partials=dsl.Collected(insert.outputs["top_k"]),
                                                  dataset=ingest.outputs["dataset"]), cluster)
         on_cluster(dataset_drift_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
                                     dataset=ingest.outputs["dataset"], split=drift_split).after(promote), cluster)
