@@ -37,11 +37,8 @@ def retrain_op(params_yaml: str, tracking_uri: str, milvus_uri: str) -> NamedTup
     from collections import namedtuple
 
     from mrl.config import parse_params
-    from mrl.retrain import retrain
+    from mrl.retrain import on_drift
 
-    cfg = parse_params(params_yaml, "params_yaml")
-    what = "drift.on_drift is none: no retraining started"
-    if cfg.drift.on_drift != "none":
-        what = retrain(cfg, cfg.drift.on_drift, params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri)
+    what = on_drift(parse_params(params_yaml, "params_yaml"), params_yaml, tracking_uri, milvus_uri)
     print(what)
     return namedtuple("Started", ["what"])(what)

@@ -466,15 +466,14 @@ def drift(
         typer.echo(f"history: evidently ui --workspace {ws}   (http://127.0.0.1:8000)")
     if not result.drifted:
         raise typer.Exit(0)
-    if action and cfg.drift.on_drift != "none":
-        from mrl.retrain import retrain
+    if action:
+        from mrl.retrain import on_drift
 
-        params_yaml = params.read_text() if params else ""
         payload = {"report": result.report_html, "tests": [t.name for t in result.tests if t.drifted],
                    "collection": result.reference_meta.get("collection")}
         try:
-            typer.echo(retrain(cfg, cfg.drift.on_drift, params_yaml, tracking_uri=tracking_uri or "",
-                               milvus_uri=milvus_uri or "", payload=payload, log=typer.echo))
+            typer.echo(on_drift(cfg, params.read_text() if params else "", tracking_uri or "", milvus_uri or "",
+                                payload, log=typer.echo))
         except MRLError as e:
             typer.echo(f"error: drift found, but the retrain action failed: {e}", err=True)
             raise typer.Exit(4) from None

@@ -66,6 +66,15 @@ def retrain(cfg: Config, how: str, params_yaml: str, input_path: str = "", track
     return dispatch_github(cfg, payload or {})
 
 
+def on_drift(cfg: Config, params_yaml: str, tracking_uri: str = "", milvus_uri: str = "",
+             payload: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> str:
+    """Start drift.on_drift after a detected drift (what `mrl drift` and the drift pipeline do)."""
+    if cfg.drift.on_drift == "none":
+        return "drift.on_drift is none: no retraining started"
+    return retrain(cfg, cfg.drift.on_drift, params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
+                   payload=payload, log=log)
+
+
 def dispatch_github(cfg: Config, payload: dict[str, Any]) -> str:
     repo, token = cfg.drift.github_repository, os.environ.get("GITHUB_TOKEN", "")
     if not repo or repo.count("/") != 1:
