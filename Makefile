@@ -7,7 +7,7 @@ FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 ARTIFACTS ?= artifacts
 MRL := $(BIN)/mrl
 
-.PHONY: install data demo repro test bench-quality bench-retrieval bench-drift lint compile clean
+.PHONY: install data demo repro test bench-quality bench-retrieval bench-load bench-drift lint compile clean
 
 install: $(VENV)/.installed
 	@bash scripts/get-actionlint.sh .tools/actionlint
@@ -44,12 +44,19 @@ bench-quality: install data
 compile: install
 	$(MRL) pipeline compile
 
-# Exact full-dim search vs the funnel at 1M items (in-process, exact-scan and HNSW shortlists) and on
-# Milvus Lite; needs a trained model (default: the newest from `make demo`). About 25 min on 2 cores.
+# 1M real embeddings (augmented Fashion-MNIST, cached under artifacts/bench/): exact scan, HNSW on the full vectors,
+# PCA + HNSW, and the MRL funnel with float32/int8/binary shortlists; needs a trained model (default: the newest
+# from `make demo`). About 40 min on 2 cores the first time (embedding 1M images), less with the cache.
 MODEL ?= $(lastword $(sort $(wildcard $(ARTIFACTS)/kfp/mrl-training-*/train-op/model)))
 bench-retrieval: install data
 	@test -n "$(MODEL)" || { echo "error: no trained model; run make demo first or pass MODEL=path/to/model.pt" >&2; exit 2; }
 	$(BIN)/python bench/retrieval.py --model $(MODEL) --data-dir $(FASHION_MNIST_DIR) --out bench/results/retrieval.md
+
+# `mrl serve` under 1 and 50 concurrent clients for 60 s each, memory vs milvus backend, over the demo's index
+# (./milvus.db). About 5 min on 2 cores.
+bench-load: install
+	@test -e milvus.db || { echo "error: no promoted index in ./milvus.db; run make demo first" >&2; exit 2; }
+	$(BIN)/python bench/load.py --milvus-uri milvus.db --out bench/results/load.md
 
 # Drift calibration: false alarms on unchanged windows, detection of image/class shifts, per Evidently method;
 # needs a trained model (default: the newest from `make demo`). About 40 min on 2 cores.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -264,11 +265,12 @@ def search(
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ):
-    """Funnel search of the served index by an item id: prints ids, scores, labels and stage timings."""
-    from mrl.retrieval.milvus_index import open_served_index
+    """Funnel search of the served index by an item id: prints ids, scores, labels and stage timings. One query
+    asks Milvus directly (a quantized shortlist, or --set retrieval.serve_backend=memory, loads it in memory)."""
+    from mrl.retrieval.serving import open_served_index
 
     cfg = load_config(params, set_ or [])
-    index = open_served_index(cfg.retrieval, milvus_uri)
+    index = open_served_index(cfg.retrieval, milvus_uri, log=typer.echo, one_shot=True)
     hits, timings = index.search(index.vector_of(item_id)[None, :], k)
     typer.echo(f"{index.name} (model v{index.info.model_version}, funnel {index.info.funnel.name()}), "
                f"neighbours of {item_id}:")
@@ -284,19 +286,24 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     query_log_dir: Annotated[Path, typer.Option(help="rolling window of query embeddings")] = Path("artifacts/query_log"),
     no_model: Annotated[bool, typer.Option("--no-model", help="skip loading the model (image search off)")] = False,
+    access_log: Annotated[bool, typer.Option(help="log every request (costs ~5% of throughput; /metrics counts "
+                                             "them anyway)")] = False,
     tracking_uri: TrackingOpt = None,
     milvus_uri: MilvusOpt = None,
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ):
     """HTTP funnel search over the promoted index: POST /search, /healthz, /readyz, /metrics, /admin/reload."""
+    # One OpenMP thread per search (before FAISS loads, so every thread inherits it): a request is one query, and
+    # OpenMP pools spinning under concurrent requests cost far more than they give.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import uvicorn
 
     from mrl.serve import create_app
 
     cfg = load_config(params, set_ or [])
     app = create_app(cfg, milvus_uri, tracking_uri, query_log_dir, load_model=not no_model)
-    uvicorn.run(app, host=host, port=port)
+    uvicorn.run(app, host=host, port=port, access_log=access_log)
 
 
 pipeline_app = typer.Typer(no_args_is_help=True, help="Run or compile the Kubeflow training pipeline.")
@@ -341,7 +348,7 @@ def _print_summary(cfg, tracking_uri: str, milvus_uri: str, pipeline_root: Path)
     """What a user looks at after a run: the per-dim table, aliases, an example search, where to go next."""
     from mrl.evaluate import format_table
     from mrl.registry import aliases
-    from mrl.retrieval.milvus_index import open_served_index
+    from mrl.retrieval.serving import open_served_index
     from pipelines.run import latest_local_output
 
     per_dim = latest_local_output(pipeline_root, "evaluate-op", "per_dim")

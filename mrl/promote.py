@@ -22,6 +22,7 @@ from mrl.registry import CHAMPION, alias_version
 from mrl.retrieval import milvus_index as mi
 from mrl.retrieval.choose import FunnelCost, candidate_funnels, choose_funnel, measure_funnels, plot_cost_recall
 from mrl.retrieval.funnel import Funnel, exact_search
+from mrl.retrieval.serving import open_index, resolve_backend
 from mrl.tracking import client as mlflow_client
 
 
@@ -71,19 +72,23 @@ def embed_with(model_uri: str, x: np.ndarray, batch_size: int, desc: str = "embe
                                for i in progress(range(0, len(x), batch_size), desc, "batch")]).astype(np.float32)
 
 
-def verify_collection(client, plan: Plan, queries: np.ndarray, truth: np.ndarray, k: int, target: float,
-                      hnsw_ef: int = 0) -> float:
-    """Row count, then funnel-through-Milvus recall@k of sample queries against exact full-dim search (`truth`:
-    the catalogue's true top-k ids per query)."""
+def verify_collection(client, plan: Plan, rc, backend: str, query_ids: list[str], queries: np.ndarray,
+                      truth: list[list[str]], log: Callable[[str], None] = print) -> float:
+    """Row count, then recall@k of sample queries through the backend that will serve the collection (the memory
+    backend reads it back from Milvus), against exact full-dim search (`truth`: the catalogue's true top-k ids per
+    query, without the query itself). Each query's own id is dropped from its hits: it is a catalogue item, and
+    finding itself is a free hit."""
     rows = mi.row_count(client, plan.collection)
     if rows != plan.rows:
         raise MRLError(f"Milvus collection {plan.collection}: {rows} rows after insert, expected {plan.rows}")
     client.load_collection(plan.collection)
-    hits, _ = mi.MilvusFunnelIndex(client, plan.collection, hnsw_ef).search(queries, k)
-    recall = float(np.mean([len({h["id"] for h in found} & set(t)) / k for found, t in zip(hits, truth)]))
-    if recall < target:
+    k = rc.k
+    hits, _ = open_index(client, plan.collection, rc, backend, log).search(queries, k + 1)
+    found = [[h["id"] for h in row if h["id"] != own][:k] for row, own in zip(hits, query_ids)]
+    recall = float(np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth)]))
+    if recall < rc.target_recall:
         raise MRLError(f"Milvus collection {plan.collection}: funnel recall@{k} {recall:.4f} on {len(queries)} "
-                       f"sample queries is below retrieval.target_recall {target}")
+                       f"sample queries ({backend} backend) is below retrieval.target_recall {rc.target_recall}")
     return recall
 
 
@@ -100,9 +105,27 @@ def record_funnel(tracking_uri: str | None, cfg: Config, champion: Champion, cos
         plot_cost_recall(costs, chosen, cfg.retrieval.target_recall, plot)
         c.log_artifact(champion.run_id, str(plot), "funnel")
     c.log_dict(champion.run_id, {"chosen": chosen.row(), "candidates": [x.row() for x in costs]}, "funnel/cost_recall.json")
+    c.log_text(champion.run_id, funnel_table(costs, chosen, cfg.retrieval.k), "funnel/candidates.md")
     for key, value in {"mrl.funnel": json.dumps(chosen.funnel.to_dict()), "mrl.funnel_recall": f"{chosen.recall:.4f}",
+                       "mrl.funnel_p50_ms": f"{chosen.latency_ms:.3f}",
+                       "mrl.funnel_bytes_per_item": f"{chosen.bytes_per_item:.0f}",
                        "mrl.funnel_speedup_flops": f"{chosen.speedup_flops:.1f}"}.items():
         c.set_model_version_tag(cfg.registry.model_name, champion.version, key, value)
+
+
+def funnel_table(costs: list[FunnelCost], chosen: FunnelCost, k: int) -> str:
+    """The measured candidates as a Markdown table, fastest first."""
+    lines = [f"| d0 | k0 | cascade | precision | recall@{k} | p50 ms | p99 ms | bytes/item | chosen |",
+             "|---:|---:|---|---|---:|---:|---:|---:|---|"]
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    for c in sorted(costs, key=lambda c: (c.latency_ms is None, c.latency_ms or 0, -c.recall)):
+        cascade = " -> ".join(str(dim) for dim, _ in c.funnel.stages(k)[1:]) or "-"
+        lines.append(f"| {c.funnel.d0} | {c.funnel.k0} | {cascade} | {c.funnel.quant} | {c.recall:.4f} | "
+                     f"{ms(c.latency_ms)} | {ms(c.p99_ms)} | {c.bytes_per_item:.0f} | {'**yes**' if c is chosen else ''} |")
+    lines.append("\n(-: below the target recall, not timed. Larger k0 of a kind that reached the target are not measured.)")
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -127,7 +150,7 @@ class Plan:
 
     @property
     def funnel(self) -> FunnelCost:
-        row = {k: v for k, v in self.chosen.items() if k not in ("funnel", "funnel_spec")}
+        row = {k: v for k, v in self.chosen.items() if k not in ("funnel", "funnel_spec", "precision")}
         return FunnelCost(Funnel.from_dict(self.chosen["funnel_spec"]), **row)
 
 
@@ -167,7 +190,9 @@ def plan_promotion(cfg: Config, data_path: str | Path, tracking_uri: str | None,
     if name == current:
         raise MRLError(f"Milvus alias {alias} already serves {name}; nothing to promote")
 
-    # Choose on the same footing as serving: the catalogue (or a large sample), queried with held-out items.
+    # Choose on the same footing as serving: the index type served, over the catalogue (or a large sample) without
+    # the queries, so that no query finds itself (a free hit that would inflate recall).
+    backend = resolve_backend(rc.serve_backend, milvus_uri, client)
     test = np.flatnonzero(ds.split == "test")
     query_rows = (test if len(test) else np.arange(len(ds)))[: rc.max_queries]
     sample = np.arange(len(ds))
@@ -179,11 +204,19 @@ def plan_promotion(cfg: Config, data_path: str | Path, tracking_uri: str | None,
     if keep is not None and len(sample) == len(ds):
         keep["all"] = embeddings
     queries = embeddings[np.searchsorted(sample, query_rows)]
-    log(f"choosing the funnel on {len(queries)} held-out queries over {len(sample)} of {len(ds)} items")
-    costs = measure_funnels(embeddings, queries, candidate_funnels(rc, champion.nesting_dims), rc.k)
+    searched = embeddings[~np.isin(sample, query_rows)]
+    # Milvus stores float vectors only: quantized shortlists are candidates where the memory backend serves.
+    candidates = candidate_funnels(rc, champion.nesting_dims, None if backend == "memory" else ["float32"])
+    log(f"choosing the funnel for the {backend} backend ({rc.index_type}) among {len(candidates)} candidates on "
+        f"{len(queries)} held-out queries over {len(searched)} of {len(ds)} items")
+    bar = progress(None, "measuring funnels", "funnel", total=len(candidates))
+    costs = measure_funnels(searched, queries, candidates, rc, progress=bar.update)
+    bar.close()
     chosen = choose_funnel(costs, rc.target_recall)
-    log(f"chosen funnel {chosen.funnel.name()}: recall@{rc.k} {chosen.recall:.4f}, "
-        f"{chosen.speedup_flops:.1f}x fewer multiply-adds than exact full-dim search")
+    exact = costs[0]  # candidate_funnels puts exact full-dim search first
+    log(f"chosen funnel {chosen.funnel.name()}: recall@{rc.k} {chosen.recall:.4f}, p50 {chosen.latency_ms:.2f} ms "
+        f"({exact.latency_ms / chosen.latency_ms:.0f}x faster than exact full-dim search, measured), "
+        f"shortlist {chosen.bytes_per_item:.0f} bytes/item")
     record_funnel(tracking_uri, cfg, champion, costs, chosen)
 
     if name in client.list_collections():  # left by a killed promotion: never served, safe to rebuild
@@ -225,7 +258,7 @@ def insert_shard(cfg: Config, plan: Plan, data_path: str | Path, tracking_uri: s
     mi.insert_rows(client, plan.collection, ds.ids[rows], labels, embeddings, plan.funnel.funnel.d0, rc.insert_batch,
                    bar.update)
     bar.close()
-    top = exact_search(embeddings, queries, min(rc.k, len(rows)))
+    top = exact_search(embeddings, queries, min(rc.k + 1, len(rows)))  # + 1: the query itself, dropped later
     return {"ids": ds.ids[rows][top.indices].tolist(), "scores": top.scores.tolist()}
 
 
@@ -236,15 +269,19 @@ def finish_promotion(cfg: Config, plan: Plan, data_path: str | Path, tracking_ur
     then swap the serving alias and drop collections beyond keep_last."""
     rc = cfg.retrieval
     client = mi.connect(milvus_uri)
+    ds = load_dataset(data_path)
     if embeddings is None:
-        queries = embed_with(plan.champion.model_uri, load_dataset(data_path).x[plan.verify_rows],
-                             cfg.evaluate.batch_size, "queries", tracking_uri)
+        queries = embed_with(plan.champion.model_uri, ds.x[plan.verify_rows], cfg.evaluate.batch_size, "queries",
+                             tracking_uri)
     else:
         queries = embeddings[plan.verify_rows]
+    query_ids = [str(i) for i in ds.ids[plan.verify_rows]]
     ids = np.concatenate([np.asarray(p["ids"], dtype=object) for p in partials], axis=1)
     scores = np.concatenate([np.asarray(p["scores"]) for p in partials], axis=1)
-    truth = np.take_along_axis(ids, np.argsort(-scores, axis=1, kind="stable")[:, : rc.k], axis=1)
-    recall = verify_collection(client, plan, queries, truth, rc.k, rc.target_recall, rc.hnsw_ef)
+    ranked = np.take_along_axis(ids, np.argsort(-scores, axis=1, kind="stable"), axis=1)
+    truth = [[i for i in row if i != own][: rc.k] for row, own in zip(ranked.tolist(), query_ids)]
+    backend = resolve_backend(rc.serve_backend, milvus_uri, client)
+    recall = verify_collection(client, plan, rc, backend, query_ids, queries, truth, log)
     alias = rc.collection_prefix
     swap_alias(client, alias, plan.collection, exists=plan.previous is not None)
     log(f"alias {alias} -> {plan.collection} ({plan.rows} rows, verified recall@{rc.k} {recall:.4f} on {len(queries)} "

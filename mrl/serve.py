@@ -22,7 +22,8 @@ import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field, model_validator
-from starlette.responses import Response
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
 
 from mrl.config import Config
 from mrl.errors import MRLError
@@ -79,15 +80,16 @@ class QueryLog:
 
 @dataclass
 class Served:
-    index: object  # MilvusFunnelIndex
+    index: object  # MemoryFunnelIndex or MilvusFunnelIndex (mrl.retrieval.serving)
     encoder: object | None  # torch module for image queries (None: image search disabled)
     item_shape: list[int]
 
 
-def _load(cfg: Config, milvus_uri: str | None, tracking_uri: str | None, load_model: bool, client=None) -> Served:
-    from mrl.retrieval.milvus_index import open_served_index
+def _load(cfg: Config, milvus_uri: str | None, tracking_uri: str | None, load_model: bool, client=None,
+          log=None) -> Served:
+    from mrl.retrieval.serving import open_served_index
 
-    index = open_served_index(cfg.retrieval, milvus_uri, client)
+    index = open_served_index(cfg.retrieval, milvus_uri, client, log)
     encoder, shape = None, []
     if load_model:
         from mrl.promote import resolve_champion
@@ -116,6 +118,9 @@ def decode_image(data: str, item_shape: list[int]) -> np.ndarray:
 
 def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | None = None,
                query_log_dir: str | Path = "artifacts/query_log", load_model: bool = True, client=None) -> FastAPI:
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # one query per request: parallelism comes from requests, not OpenMP threads
     registry = CollectorRegistry()
     requests = Counter("mrl_search_requests_total", "search requests", ["kind", "status"], registry=registry)
     latency = Histogram("mrl_search_latency_seconds", "search latency", ["stage"], registry=registry)
@@ -124,7 +129,7 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
     lock = threading.Lock()
 
     def reload() -> Served:
-        served = _load(cfg, milvus_uri, tracking_uri, load_model, client)
+        served = _load(cfg, milvus_uri, tracking_uri, load_model, client, log=lambda line: print(line, flush=True))
         with lock:
             state["served"] = served
         return served
@@ -157,16 +162,27 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
             s.index.client.describe_collection(s.index.name)
         except Exception as e:
             raise HTTPException(503, f"Milvus not reachable: {type(e).__name__}") from None
-        return {"status": "ready", "collection": s.index.name, "model_version": s.index.info.model_version,
-                "funnel": s.index.info.funnel.name()}
+        ready = {"status": "ready", "collection": s.index.name, "model_version": s.index.info.model_version,
+                 "funnel": s.index.info.funnel.name(), "backend": type(s.index).__name__}
+        if hasattr(s.index, "bytes_per_item"):  # the memory backend: what one item costs this process
+            ready |= {"items": len(s.index.ids), "bytes_per_item": round(s.index.bytes_per_item())}
+        return ready
 
     @app.get("/metrics")
     def metrics():
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/search")
-    def search(req: SearchRequest):
-        s = served()
+    async def search(req: SearchRequest):
+        s = state["served"] or await run_in_threadpool(served)
+        if getattr(s.index, "in_process", False) and req.image is None:
+            # The memory backend answers in about a millisecond of CPU: run it here, in arrival order. Handing
+            # it to the thread pool costs as much again, and 40 threads contending for the GIL (and FAISS's
+            # OpenMP pool) turned 50 concurrent clients into multi-second tails.
+            return JSONResponse(run_search(s, req))
+        return JSONResponse(await run_in_threadpool(run_search, s, req))  # Milvus round trips, image encoding
+
+    def run_search(s: Served, req: SearchRequest) -> dict:
         kind = "vector" if req.vector is not None else "id" if req.id is not None else "image"
         started = time.perf_counter()
         try:

@@ -1,6 +1,10 @@
 """The funnel: stage 0 scans every item's d0-dim prefix and keeps k0 candidates; each later stage
 re-scores the survivors with a longer prefix and keeps fewer (k_i = max(k, k_{i-1} // shrink)); the last
-stage keeps k. Every prefix is L2-normalized before scoring, so scores are cosine similarities."""
+stage keeps k. Every prefix is L2-normalized before scoring, so scores are cosine similarities.
+
+The shortlist prefix may be stored quantized (`quant`): int8 (one byte per dim) or binary (the sign bit of each
+dim, compared by Hamming distance). Re-ranking is always float32, so quantization only changes which candidates
+reach the re-rank."""
 
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+QUANTIZATIONS = ("float32", "int8", "binary")
+BYTES_PER_DIM = {"float32": 4.0, "int8": 1.0, "binary": 0.125}
+
 
 @dataclass(frozen=True)
 class Funnel:
@@ -16,10 +23,17 @@ class Funnel:
     k0: int  # shortlist size
     rerank_dims: tuple[int, ...] = ()  # longer prefixes, increasing; the last is usually the full dim
     shrink: int = 4  # each re-rank stage keeps 1/shrink of its input (never fewer than k)
+    quant: str = "float32"  # how the shortlist prefix is stored: float32 | int8 | binary (see QUANTIZATIONS)
+
+    def __post_init__(self):
+        if self.quant not in QUANTIZATIONS:
+            raise ValueError(f"funnel quant: {self.quant!r} is not one of {', '.join(QUANTIZATIONS)}")
+        if self.quant == "binary" and self.d0 % 8:
+            raise ValueError(f"funnel d0: a binary shortlist needs a multiple of 8 dims, got {self.d0}")
 
     def stages(self, k: int) -> list[tuple[int, int]]:
-        """[(dim, keep), ...] for a final top-k."""
-        dims = [d for d in self.rerank_dims if d > self.d0]
+        """[(dim, keep), ...] for a final top-k. A quantized shortlist may be re-ranked at its own dim in float32."""
+        dims = [d for d in self.rerank_dims if d > self.d0 or (d == self.d0 and self.quant != "float32")]
         if not dims:  # no re-rank: the shortlist is the answer
             return [(self.d0, k)]
         out, keep = [(self.d0, max(k, self.k0))], max(k, self.k0)
@@ -36,19 +50,22 @@ class Funnel:
             flops, survivors = flops + survivors * dim, keep
         return flops
 
-    def bytes_per_item(self) -> int:
-        """Bytes of the searched (shortlist) index per item: d0 float32s."""
-        return 4 * self.d0
+    def bytes_per_item(self) -> float:
+        """Bytes of the shortlist's vectors per item (an HNSW graph comes on top): d0 x 4, d0 or d0 / 8."""
+        return self.d0 * BYTES_PER_DIM[self.quant]
 
     def name(self) -> str:
-        return " -> ".join([f"{self.d0}@{self.k0}", *(str(d) for d in self.rerank_dims if d > self.d0)])
+        """E.g. "8@400 -> 64 -> 512", or "256:binary@400 -> 512" for a quantized shortlist."""
+        head = f"{self.d0}@{self.k0}" if self.quant == "float32" else f"{self.d0}:{self.quant}@{self.k0}"
+        return " -> ".join([head, *(str(dim) for dim, _ in self.stages(self.k0)[1:])])
 
     def to_dict(self) -> dict:
         return asdict(self) | {"rerank_dims": list(self.rerank_dims)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Funnel:
-        return cls(int(d["d0"]), int(d["k0"]), tuple(int(x) for x in d.get("rerank_dims", ())), int(d.get("shrink", 4)))
+        return cls(int(d["d0"]), int(d["k0"]), tuple(int(x) for x in d.get("rerank_dims", ())), int(d.get("shrink", 4)),
+                   str(d.get("quant", "float32")))
 
 
 @dataclass
@@ -60,7 +77,7 @@ class SearchResult:
 
 def normalized_prefix(x: np.ndarray, dim: int) -> np.ndarray:
     prefix = np.ascontiguousarray(x[..., :dim], dtype=np.float32)
-    norm = np.linalg.norm(prefix, axis=-1, keepdims=True)
+    norm = np.sqrt(np.einsum("...d,...d->...", prefix, prefix))[..., None]  # np.linalg.norm's overhead shows per query
     return prefix / np.maximum(norm, 1e-12)
 
 
@@ -86,6 +103,29 @@ def rerank(queries: np.ndarray, table: np.ndarray, candidates: np.ndarray, keep:
         out_i.append(np.take_along_axis(cand, best, axis=1))
         out_s.append(np.take_along_axis(scores, best, axis=1))
     return np.concatenate(out_i), np.concatenate(out_s)
+
+
+def rerank_rows(queries: np.ndarray, rows: np.ndarray, stages: list[tuple[int, int]],
+                timings: dict[str, float] | None = None, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The cascade over each query's shortlisted rows: `rows` (Q, C, D) holds the C candidates' full embeddings
+    (any float dtype; float16 storage is widened here). Each (dim, keep) stage re-scores the survivors with their
+    normalized dim-prefix. Returns positions into the C candidates (Q, keep) and their last-stage scores."""
+    out_p, out_s = [], []
+    for start in range(0, len(queries), chunk):  # bounds the (chunk, C, dim) float32 block
+        q, block = queries[start:start + chunk], rows[start:start + chunk]
+        batch = np.arange(len(block))[:, None]
+        pos = None  # first stage: every candidate, no gather
+        for dim, keep in stages:
+            began = time.perf_counter()
+            survivors = normalized_prefix(block if pos is None else block[batch, pos], dim)
+            scores = np.matmul(survivors, normalized_prefix(q, dim)[:, :, None])[:, :, 0]
+            best = _top_k(scores, keep)
+            pos, scores = (best if pos is None else pos[batch, best]), scores[batch, best]
+            if timings is not None:
+                timings[f"rerank_d{dim}"] = timings.get(f"rerank_d{dim}", 0.0) + 1000 * (time.perf_counter() - began)
+        out_p.append(pos)
+        out_s.append(scores)
+    return np.concatenate(out_p), np.concatenate(out_s)
 
 
 class InMemoryIndex:

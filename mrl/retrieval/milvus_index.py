@@ -1,9 +1,13 @@
 """The Milvus side of funnel search: versioned collections behind one alias, promoted atomically.
 
-A collection `<prefix>_v<model version>` holds, per item: id, label, the normalized d0-dim prefix (ANN
-index, inner product = cosine) and the full embedding (for re-ranking). Its `mrl.info` property is a JSON
+A collection `<prefix>_v<model version>` holds, per item: id, label, the normalized d0-dim prefix `short` (ANN
+index, inner product = cosine) and the full embedding `full` (for re-ranking). Its `mrl.info` property is a JSON
 record of what the service needs (funnel, model version, nesting dims) and which collection it replaced. The
 alias `<prefix>` is the only thing that moves, with one `alter_alias` call after verification.
+
+`full` is a second FLOAT_VECTOR field where the engine allows several vector fields per collection (Milvus Lite,
+Milvus >= 2.4), and an ARRAY of FLOAT on Milvus 2.3, which allows one. Either way a search returns it as an output
+field, so a funnel search is one round trip; the schema tells which layout a collection has (`full_layout_of`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from mrl.retrieval.funnel import Funnel, SearchResult, normalized_prefix, rerank
 
 DEFAULT_MILVUS_URI = "milvus.db"  # Milvus Lite data file in the project directory
 INFO_PROPERTY = "mrl.info"  # collection property holding CollectionInfo as JSON
+MIN_SERVER_VERSION = (2, 3)  # ARRAY fields: where `full` goes on a server with one vector field per collection
+MULTI_VECTOR_VERSION = (2, 4)  # several vector fields per collection: `full` is a FLOAT_VECTOR
+ARRAY_MAX_CAPACITY = 4096  # Milvus's limit on an ARRAY field's length, so on the full dim on Milvus 2.3
 
 
 def resolve_milvus_uri(explicit: str | None = None) -> str:
@@ -46,13 +53,56 @@ def connect(uri: str | None = None, lock_wait_s: float = 300.0):
         try:
             from pymilvus import MilvusClient  # reads and checks $MILVUS_URI at import: must be a server URL
 
-            return MilvusClient(uri)
+            client = MilvusClient(uri)
+            break
         except Exception as e:  # pymilvus raises MilvusException, ConnectionConfigException, RuntimeError, ...
             locked = "://" not in uri and Path(uri).exists() and time.monotonic() < deadline and _lite_locked(uri)
             if not locked:
                 raise MRLError(f"Milvus at {uri}: cannot connect "
                                f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
             time.sleep(1.0)
+    try:
+        version = server_version(client.get_server_version())
+    except Exception as e:  # MilvusException: the server went away, or does not answer this RPC
+        client.close()
+        raise MRLError(f"Milvus at {uri}: cannot read the server version ({type(e).__name__})") from None
+    if version is not None and version < MIN_SERVER_VERSION:  # here, not halfway through a promotion
+        client.close()
+        raise MRLError(f"Milvus at {uri}: server v{version[0]}.{version[1]} is too old; mrl needs Milvus >= "
+                       f"{'.'.join(map(str, MIN_SERVER_VERSION))}")
+    return client
+
+
+def server_version(version: str) -> tuple[int, int] | None:
+    """(major, minor) of a Milvus server from `get_server_version()` ("v2.3.5-lite" -> (2, 3)); None for Milvus
+    Lite ("milvus_lite-3.2.2", versioned on its own: it has every feature used here) or an unknown format."""
+    if version.startswith("milvus_lite"):
+        return None
+    m = re.search(r"(\d+)\.(\d+)", version)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def full_layout(client, full_dim: int) -> str:
+    """How a new collection on this engine stores the full embedding: "vector" (Milvus Lite, Milvus >= 2.4, or an
+    unrecognized version: assumed current) or "array" (Milvus 2.3: one vector field per collection)."""
+    version = client.get_server_version()
+    parsed = server_version(version)
+    if parsed is None or parsed >= MULTI_VECTOR_VERSION:
+        return "vector"
+    if full_dim > ARRAY_MAX_CAPACITY:
+        raise MRLError(f"Milvus server {version}: a {full_dim}-dim full embedding needs Milvus >= "
+                       f"{'.'.join(map(str, MULTI_VECTOR_VERSION))} (2.3 holds it in an ARRAY field of at most "
+                       f"{ARRAY_MAX_CAPACITY} elements)")
+    return "array"
+
+
+def full_layout_of(client, name: str) -> str:
+    """The layout of collection `name`'s `full` field, from its schema: "vector" (FLOAT_VECTOR, searchable) or
+    "array" (ARRAY of FLOAT, returned by search and get only)."""
+    from pymilvus import DataType
+
+    fields = {f["name"]: f["type"] for f in client.describe_collection(name)["fields"]}
+    return "array" if fields.get("full") == DataType.ARRAY else "vector"
 
 
 def _lite_locked(path: str) -> bool:
@@ -103,7 +153,11 @@ def alias_target(client, alias: str) -> str | None:
 
 
 def row_count(client, name: str) -> int:
-    return int(client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"])
+    """Rows in the collection, counted with Strong consistency. A Milvus server answers the default (Bounded) reads
+    from its last consumed state, which right after an insert misses the last batches (measured on 2.3: 18,000 of
+    20,000 rows); a Strong read waits for every earlier write, so the searches that follow see them too."""
+    return int(client.query(name, filter="", output_fields=["count(*)"],
+                            consistency_level="Strong")[0]["count(*)"])
 
 
 def versioned_collections(client, prefix: str) -> list[str]:
@@ -115,17 +169,23 @@ def versioned_collections(client, prefix: str) -> list[str]:
 
 def create_collection(client, info: CollectionInfo, full_dim: int, index_type: str, hnsw_m: int,
                       hnsw_ef_construction: int) -> None:
+    """The empty collection, indexed and loaded, with `full` in the layout this engine allows (see `full_layout`)."""
     from pymilvus import DataType, MilvusClient
 
+    layout = full_layout(client, full_dim)  # first: an unsupported server fails before anything is created
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=256)
     schema.add_field("label", DataType.VARCHAR, max_length=256)
     schema.add_field("short", DataType.FLOAT_VECTOR, dim=info.funnel.d0)
-    schema.add_field("full", DataType.FLOAT_VECTOR, dim=full_dim)
+    if layout == "vector":
+        schema.add_field("full", DataType.FLOAT_VECTOR, dim=full_dim)
+    else:
+        schema.add_field("full", DataType.ARRAY, element_type=DataType.FLOAT, max_capacity=full_dim)
     index = client.prepare_index_params()
     params = {"M": hnsw_m, "efConstruction": hnsw_ef_construction} if index_type == "HNSW" else {}
     index.add_index("short", index_type=index_type, metric_type="IP", params=params)
-    index.add_index("full", index_type="FLAT", metric_type="IP")
+    if layout == "vector":  # every vector field needs an index before the collection loads
+        index.add_index("full", index_type="FLAT", metric_type="IP")
     client.create_collection(info.name, schema=schema, index_params=index, properties={INFO_PROPERTY: info.describe()})
 
 
@@ -156,7 +216,10 @@ class MilvusFunnelIndex:
 
     def search(self, queries: np.ndarray, k: int | None = None) -> tuple[list[list[dict]], dict[str, float]]:
         """Per query: [{"id", "score", "label"}], best first; and per-stage timings in ms (summed).
-        The same interface as the in-memory reference, `mrl.retrieval.InMemoryFunnelIndex`."""
+        The same interface as the in-memory reference, `mrl.retrieval.InMemoryFunnelIndex`.
+
+        One Milvus round trip for the whole batch: the shortlist search also returns each candidate's label and,
+        when the funnel re-ranks, its full embedding (`shortlist_d<d0>` times the call and decoding its rows)."""
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         k = k or self.info.k
         stages = self.info.funnel.stages(k)
@@ -164,26 +227,26 @@ class MilvusFunnelIndex:
         timings = {}
         start = time.perf_counter()
         ef = self.hnsw_ef or max(2 * k0, 64)
+        reranks = len(stages) > 1
         hits = self.client.search(self.name, data=list(normalized_prefix(queries, d0)), anns_field="short", limit=k0,
-                                  output_fields=["label"], search_params={"metric_type": "IP", "params": {"ef": ef}})
+                                  output_fields=["label", "full"] if reranks else ["label"],
+                                  search_params={"metric_type": "IP", "params": {"ef": ef}})
+        shortlists = [([h["id"] for h in row], [h["entity"]["label"] for h in row],
+                       np.array([h["distance"] for h in row], dtype=np.float32),
+                       np.asarray([h["entity"]["full"] for h in row], dtype=np.float32) if reranks else None)
+                      for row in hits]
         timings[f"shortlist_d{d0}"] = 1000 * (time.perf_counter() - start)
         results = []
-        for q, query_hits in zip(queries, hits):
-            ids = [h["id"] for h in query_hits]
-            labels = {h["id"]: h["entity"]["label"] for h in query_hits}
-            scores = np.array([h["distance"] for h in query_hits], dtype=np.float32)
-            if len(stages) > 1 and ids:
-                start = time.perf_counter()
-                rows = {r["id"]: r["full"] for r in self.client.get(self.name, ids=ids, output_fields=["full"])}
-                timings["fetch_full"] = timings.get("fetch_full", 0.0) + 1000 * (time.perf_counter() - start)
-                full = np.asarray([rows[i] for i in ids], dtype=np.float32)
-                order = np.arange(len(ids))[None, :]
+        for q, (ids, labels, scores, full) in zip(queries, shortlists):
+            order = np.arange(len(ids))
+            if full is not None and len(ids):
+                candidates = order[None, :]
                 for dim, keep in stages[1:]:
                     start = time.perf_counter()
-                    order, score_rows = rerank(q[None, :], normalized_prefix(full, dim), order, keep)
+                    candidates, score_rows = rerank(q[None, :], normalized_prefix(full, dim), candidates, keep)
                     timings[f"rerank_d{dim}"] = timings.get(f"rerank_d{dim}", 0.0) + 1000 * (time.perf_counter() - start)
-                ids, scores = [ids[j] for j in order[0]], score_rows[0]
-            results.append([{"id": i, "score": float(s), "label": labels[i]} for i, s in zip(ids[:k], scores[:k])])
+                order, scores = candidates[0], score_rows[0]
+            results.append([{"id": ids[j], "score": float(s), "label": labels[j]} for j, s in zip(order[:k], scores[:k])])
         return results, timings
 
     def sample_id(self) -> str:

@@ -1,6 +1,7 @@
 """Index promotion and the search service against real Milvus Lite, MLflow on sqlite and tiny trained models."""
 
 import base64
+import functools
 import io
 
 import mlflow
@@ -54,9 +55,10 @@ def set_champion(setup, version: str) -> None:
     mlflow.MlflowClient(setup["uri"]).set_registered_model_alias(setup["cfg"].registry.model_name, "champion", version)
 
 
-def promote(setup, client, version, **kw):
+def promote(setup, client, version, cfg=None, **kw):
     set_champion(setup, version)
-    return promote_mod.promote_index(setup["cfg"], setup["data"], setup["uri"], kw.pop("uri"), log=lambda _: None, **kw)
+    return promote_mod.promote_index(cfg or setup["cfg"], setup["data"], setup["uri"], kw.pop("uri"), log=lambda _: None,
+                                     **kw)
 
 
 def test_promote_verifies_swaps_and_rolls_back(setup, milvus):
@@ -94,6 +96,47 @@ def test_milvus_and_in_memory_backends_answer_alike(setup, milvus):
     overlap = np.mean([len({h["id"] for h in a} & {h["id"] for h in b}) / 5 for a, b in zip(ours, theirs)])
     assert overlap >= 0.95  # identical up to ties between equal scores
     assert [h["label"] for h in ours[0]] == [h["label"] for h in theirs[0]]
+
+
+def test_memory_backend_reads_the_collection_and_answers_like_the_exact_reference(setup, milvus):
+    """The default backend for Milvus Lite: the promoted collection read back from Milvus, searched in process."""
+    from mrl.data import load_dataset
+    from mrl.retrieval import InMemoryFunnelIndex
+    from mrl.retrieval.memory_index import MemoryFunnelIndex
+    from mrl.retrieval.serving import open_served_index
+
+    client, uri = milvus
+    promote(setup, client, "1", uri=uri)
+    served = open_served_index(setup["cfg"].retrieval, uri, client)
+    assert isinstance(served, MemoryFunnelIndex) and served.name == "items_v1"
+    ds = load_dataset(setup["data"])
+    assert sorted(served.ids) == sorted(ds.ids)  # every row came back from Milvus
+    stored = {r["id"]: r["full"] for r in client.query("items_v1", filter="", output_fields=["full"], limit=1000)}
+    reference = InMemoryFunnelIndex(np.array([stored[i] for i in ds.ids]), ds.ids, [ds.classes[y] for y in ds.labels],
+                                    served.info.funnel)
+    queries = np.stack([reference.vector_of(i) for i in ds.ids[-20:]])
+    ours, timings = served.search(queries, 5)
+    assert any(stage.startswith("shortlist_d") for stage in timings)
+    theirs, _ = reference.search(queries, 5)
+    overlap = np.mean([len({h["id"] for h in a} & {h["id"] for h in b}) / 5 for a, b in zip(ours, theirs)])
+    assert overlap >= 0.95  # identical up to ties and float16 storage
+    assert [h["label"] for h in ours[0]] == [h["label"] for h in theirs[0]]
+    np.testing.assert_allclose(served.vector_of(ds.ids[0]), stored[ds.ids[0]], rtol=1e-3, atol=1e-3)  # float16
+    assert served.bytes_per_item() >= 2 * 16  # the float16 re-rank table at least
+    with pytest.raises(MRLError, match="unknown item id"):
+        served.vector_of("no-such-item")
+
+
+def test_the_milvus_backend_refuses_a_quantized_shortlist_with_a_clear_error(milvus):
+    from mrl.retrieval.funnel import Funnel
+    from mrl.retrieval.serving import open_index
+
+    client, _ = milvus
+    info = mi.CollectionInfo("items_v1", "x", "1", Funnel(8, 60, (16,), 4, "int8"), [4, 8, 16], 10, None)
+    mi.create_collection(client, info, 16, "FLAT", 16, 100)
+    retrieval = load_config(None, PARAMS).retrieval
+    with pytest.raises(MRLError, match="int8 shortlist, which only retrieval.serve_backend=memory serves"):
+        open_index(client, "items_v1", retrieval, "milvus")
 
 
 def test_hnsw_shortlist(setup, milvus):
@@ -154,16 +197,19 @@ def test_promote_refuses_data_the_model_cannot_embed(setup, milvus, embeddings_t
 
 # --- the service ---------------------------------------------------------------------------------
 
-@pytest.fixture
-def service(setup, milvus, tmp_path, monkeypatch):
+@pytest.fixture(params=["memory", "milvus"])
+def service(request, setup, milvus, tmp_path, monkeypatch):
+    """The service over each backend (the promotion chooses among funnels that backend can serve)."""
     from mrl.serve import create_app
 
     client, uri = milvus
-    promote(setup, client, "1", uri=uri)
+    cfg = load_config(None, [*PARAMS, f"retrieval.serve_backend={request.param}"])
+    promote_with = functools.partial(promote, cfg=cfg, uri=uri)
+    promote_with(setup, client, "1")
     monkeypatch.setenv("MRL_ADMIN_TOKEN", "s3cret")
-    app = create_app(setup["cfg"], uri, setup["uri"], tmp_path / "qlog", client=client)
+    app = create_app(cfg, uri, setup["uri"], tmp_path / "qlog", client=client)
     with TestClient(app) as http:
-        yield http, client, uri, tmp_path / "qlog"
+        yield http, client, promote_with, tmp_path / "qlog"
 
 
 def png_base64(pixels: np.ndarray) -> str:
@@ -215,6 +261,9 @@ def test_health_readiness_metrics_and_query_log(service):
     assert http.get("/healthz").json() == {"status": "ok"}
     ready = http.get("/readyz").json()
     assert ready["collection"] == "items_v1" and ready["model_version"] == "1"
+    assert ready["backend"] in ("MemoryFunnelIndex", "MilvusFunnelIndex")
+    if ready["backend"] == "MemoryFunnelIndex":
+        assert ready["items"] == 320 and ready["bytes_per_item"] >= 32
     for _ in range(3):
         http.post("/search", json={"id": "fmnist-test-00001"})
     metrics = http.get("/metrics").text
@@ -226,10 +275,10 @@ def test_health_readiness_metrics_and_query_log(service):
 
 
 def test_admin_reload_needs_the_token_and_picks_up_a_new_index(service, setup):
-    http, client, uri, _ = service
+    http, client, promote_with, _ = service
     assert http.post("/admin/reload").status_code == 401
     assert http.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    promote(setup, client, "2", uri=uri)
+    promote_with(setup, client, "2")
     assert http.get("/readyz").json()["collection"] == "items_v1"  # serving what it loaded until told
     reloaded = http.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
     assert reloaded.status_code == 200 and reloaded.json() == {"collection": "items_v2", "model_version": "2"}
