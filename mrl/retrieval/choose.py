@@ -149,7 +149,8 @@ def plot_cost_recall(costs: list[FunnelCost], chosen: FunnelCost, target: float,
     timed = [c for c in costs if c.latency_ms is not None]  # the fastest funnel of each kind reaching the target
     for d0, quant in sorted({(c.funnel.d0, c.funnel.quant) for c in timed}):
         group = sorted((c for c in timed if (c.funnel.d0, c.funnel.quant) == (d0, quant)), key=lambda c: c.latency_ms)
-        ax.plot([c.latency_ms for c in group], [c.recall for c in group], "o", label=f"d0={d0} {quant}", ms=5)
+        marker = {"float32": "o", "int8": "s", "binary": "^"}[quant]  # colours repeat after ten series
+        ax.plot([c.latency_ms for c in group], [c.recall for c in group], marker, label=f"d0={d0} {quant}", ms=5)
     ax.plot([chosen.latency_ms], [chosen.recall], "r*", ms=14, label=f"chosen: {chosen.funnel.name()}")
     ax.axhline(target, color="gray", ls="--", lw=1, label=f"target {target}")
     ax.set_xscale("log")
