@@ -54,6 +54,7 @@ def connect(uri: str | None = None, lock_wait_s: float = 300.0):
             from pymilvus import MilvusClient  # reads and checks $MILVUS_URI at import: must be a server URL
 
             client = MilvusClient(uri)
+            logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # its first import set it back to WARNING
             break
         except Exception as e:  # pymilvus raises MilvusException, ConnectionConfigException, RuntimeError, ...
             locked = "://" not in uri and Path(uri).exists() and time.monotonic() < deadline and _lite_locked(uri)
