@@ -50,6 +50,18 @@ def client(uri: str | None = None):
     return MlflowClient(uri, registry_uri=uri)
 
 
+def set_experiment(c, name: str) -> None:
+    """Make `name` the active experiment, creating it if needed. With a sqlite store MLflow would put its
+    artifacts in ./mlruns of whatever directory the process runs in; keep them beside the database instead
+    (the project directory for the default ./mlflow.db, a temp dir for a temp database)."""
+    import mlflow
+
+    uri = c.tracking_uri
+    if uri.startswith("sqlite:///") and c.get_experiment_by_name(name) is None:
+        c.create_experiment(name, artifact_location=(Path(uri.removeprefix("sqlite:///")).parent / "mlruns").as_uri())
+    mlflow.set_experiment(name)
+
+
 def flatten_config(config: dict[str, Any]) -> dict[str, str]:
     """{"train": {"lr": 0.003}} -> {"train.lr": "0.003"}: every key of params.yaml as an MLflow param."""
     return {f"{section}.{key}": json.dumps(value) if isinstance(value, list | dict) else str(value)
@@ -73,8 +85,7 @@ def log_training_run(model_path: str | Path, metrics_path: str | Path, plot_path
     if sorted(per_dim) != model.nesting_dims:
         raise MRLError(f"{metrics_path}: metrics for dims {sorted(per_dim)}, the model nests {model.nesting_dims}")
 
-    client(tracking_uri)
-    mlflow.set_experiment(experiment)
+    set_experiment(client(tracking_uri), experiment)
     cfg = model.config
     with mlflow.start_run(run_name=run_name) as run:
         mlflow.log_params(flatten_config(cfg.model_dump(mode="json")))

@@ -113,3 +113,10 @@ def test_unreachable_tracking_server_is_one_clear_error_and_registers_nothing(tr
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert len(mlflow.MlflowClient(uri).search_model_versions(f"name='{NAME}'")) == 1
     assert aliases(NAME, uri)["champion"] is None
+
+
+def test_run_artifacts_stay_beside_the_database(trained, uri, tmp_path):
+    """A sqlite store's artifacts go next to its file, never into ./mlruns of the working directory."""
+    run_id = log_training_run(*trained["good"], tracking_uri=uri)
+    artifact_uri = mlflow.MlflowClient(uri).get_run(run_id).info.artifact_uri
+    assert artifact_uri.startswith((tmp_path / "mlruns").as_uri())
