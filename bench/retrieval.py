@@ -36,6 +36,7 @@ from mrl.config import RetrievalConfig
 from mrl.data.readers import read_fashion_mnist
 from mrl.evaluate import embed_items
 from mrl.metrics import average_precision_at_k
+from mrl.retrieval.choose import single_query_ms
 from mrl.retrieval.funnel import Funnel, exact_search, recall_at_k
 from mrl.retrieval.memory_index import funnel_search_rows
 from mrl.retrieval.shortlist import ShortlistIndex
@@ -120,20 +121,8 @@ class PcaShortlist:
 
 
 def time_single(search, queries: np.ndarray) -> np.ndarray:
-    """Milliseconds per query, one query per call on one thread, after one warm-up query."""
-    faiss.omp_set_num_threads(1)
-    torch.set_num_threads(1)
-    try:
-        search(queries[:1])
-        latency = []
-        for q in queries:
-            started = time.perf_counter()
-            search(q[None, :])
-            latency.append(1000 * (time.perf_counter() - started))
-    finally:
-        faiss.omp_set_num_threads(THREADS)
-        torch.set_num_threads(THREADS)
-    return np.array(latency)
+    """Milliseconds per query, one query per call on one thread, as the funnel choice times them."""
+    return np.array(single_query_ms(search, queries))
 
 
 def map_vs_labels(found: np.ndarray, query_labels: np.ndarray, db_labels: np.ndarray) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,26 +49,6 @@ def candidate_funnels(cfg: RetrievalConfig, nesting_dims: list[int], quantizatio
     return list(dict.fromkeys(out))
 
 
-@dataclass
-class _Shortlists:
-    """One FAISS shortlist index per (d0, storage), built on first use."""
-
-    items: np.ndarray
-    cfg: RetrievalConfig
-    built: dict = field(default_factory=dict)
-
-    def get(self, funnel: Funnel):
-        from mrl.retrieval.shortlist import ShortlistIndex
-
-        exact = funnel.d0 == self.items.shape[1] and funnel.quant == "float32"  # the baseline: an exact scan
-        key = (funnel.d0, funnel.quant, exact)
-        if key not in self.built:
-            c = self.cfg
-            self.built[key] = ShortlistIndex(self.items, funnel.d0, funnel.quant, "FLAT" if exact else c.index_type,
-                                             c.hnsw_m, c.hnsw_ef_construction, c.hnsw_ef)
-        return self.built[key]
-
-
 def measure_funnels(items: np.ndarray, queries: np.ndarray, funnels: list[Funnel], cfg: RetrievalConfig,
                     timed_queries: int | None = None, progress=None) -> list[FunnelCost]:
     """Recall of each funnel on every query (batched searches), latency over single queries (the first
@@ -80,10 +60,11 @@ def measure_funnels(items: np.ndarray, queries: np.ndarray, funnels: list[Funnel
     absent), and smaller ones, which miss the target, get recall only (latency_ms None). The exact baseline is
     always timed."""
     from mrl.retrieval.memory_index import funnel_search_rows
+    from mrl.retrieval.shortlist import ShortlistIndex
 
     k = cfg.k
     truth = exact_search(items, queries, k).indices
-    shortlists = _Shortlists(items, cfg)
+    shortlists: dict[tuple, ShortlistIndex] = {}  # one FAISS index per (d0, storage), built on first use
     exact_flops = len(items) * items.shape[1]
     timed = queries[: timed_queries or cfg.timed_queries]
     reached: set[tuple] = set()  # groups whose target k0 was found
@@ -94,14 +75,19 @@ def measure_funnels(items: np.ndarray, queries: np.ndarray, funnels: list[Funnel
             if progress:
                 progress(1)
             continue
-        shortlist = shortlists.get(funnel)
+        exact = not funnel.rerank_dims  # the baseline: an exact scan of the full vectors
+        if (funnel.d0, funnel.quant) not in shortlists:
+            shortlists[funnel.d0, funnel.quant] = ShortlistIndex(
+                items, funnel.d0, funnel.quant, "FLAT" if exact else cfg.index_type, cfg.hnsw_m,
+                cfg.hnsw_ef_construction, cfg.hnsw_ef)
+        shortlist = shortlists[funnel.d0, funnel.quant]
         found = funnel_search_rows(shortlist, items, queries, funnel, k).indices
         recall = recall_at_k(found, truth)
-        exact = not funnel.rerank_dims
         latency = None
         if recall >= cfg.target_recall or exact:
             reached.add(group)
-            latency = _single_query_ms(shortlist, items, timed, funnel, k)
+            latency = single_query_ms(
+                lambda q, shortlist=shortlist, funnel=funnel: funnel_search_rows(shortlist, items, q, funnel, k), timed)
         flops = funnel.flops_per_query(len(items), k)
         p50, p99 = (None, None) if latency is None else (float(np.median(latency)), float(np.percentile(latency, 99)))
         costs.append(FunnelCost(funnel, recall, flops, 4 * flops, p50, exact_flops / flops, p99,
@@ -111,20 +97,19 @@ def measure_funnels(items: np.ndarray, queries: np.ndarray, funnels: list[Funnel
     return costs
 
 
-def _single_query_ms(shortlist, items: np.ndarray, timed: np.ndarray, funnel: Funnel, k: int) -> list[float]:
-    """Milliseconds per query, one query per call on one thread (a service answers one query per core)."""
+def single_query_ms(search, queries: np.ndarray) -> list[float]:
+    """Milliseconds of `search(one_query[None, :])` per query, on one thread (a service answers one query per
+    core), after one warm-up call."""
     import faiss
-
-    from mrl.retrieval.memory_index import funnel_search_rows
 
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
-        funnel_search_rows(shortlist, items, timed[:1], funnel, k)  # warm-up
+        search(queries[:1])
         latency = []
-        for q in timed:
+        for q in queries:
             started = time.perf_counter()
-            funnel_search_rows(shortlist, items, q[None, :], funnel, k)
+            search(q[None, :])
             latency.append(1000 * (time.perf_counter() - started))
     finally:
         faiss.omp_set_num_threads(threads)

@@ -43,7 +43,9 @@ def funnel_search_rows(shortlist: ShortlistIndex, full: np.ndarray, queries: np.
 def read_collection(client, name: str, batch: int = 16_000) -> tuple[list[str], list[str], np.ndarray]:
     """Every row's id, label and full embedding, paged with a query iterator (Milvus caps one query's offset +
     limit at 16,384 rows), with progress."""
-    total = int(client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"])
+    from mrl.retrieval.milvus_index import row_count
+
+    total = row_count(client, name)
     ids, labels, full = [], [], None
     bar = progress(None, f"loading {name} from Milvus", "row", total=total)
     iterator = client.query_iterator(name, batch_size=batch, filter="", output_fields=["id", "label", "full"])

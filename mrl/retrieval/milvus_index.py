@@ -267,13 +267,3 @@ class MilvusFunnelIndex:
         indices = np.array([[id_to_row[h["id"]] for h in row] for row in hits])
         scores = np.array([[h["score"] for h in row] for row in hits])
         return SearchResult(indices, scores, timings)
-
-
-def open_served_index(cfg, uri: str | None = None, client=None) -> MilvusFunnelIndex:
-    """The collection behind the serving alias (cfg: RetrievalConfig)."""
-    client = client or connect(uri)
-    name = alias_target(client, cfg.collection_prefix)
-    if name is None:
-        raise MRLError(f"Milvus alias {cfg.collection_prefix} does not exist at {resolve_milvus_uri(uri)}; "
-                       "run `mrl promote` first")
-    return MilvusFunnelIndex(client, name, cfg.hnsw_ef)

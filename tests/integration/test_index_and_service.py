@@ -82,10 +82,12 @@ def test_milvus_and_in_memory_backends_answer_alike(setup, milvus):
     """One interface, two backends: with an exact (FLAT) shortlist both must return the same neighbours."""
     from mrl.data import load_dataset
     from mrl.retrieval import InMemoryFunnelIndex
+    from mrl.retrieval.serving import open_served_index
 
     client, uri = milvus
-    promote(setup, client, "1", uri=uri)
-    served = mi.open_served_index(setup["cfg"].retrieval, uri, client)
+    cfg = load_config(None, [*PARAMS, "retrieval.serve_backend=milvus"])
+    promote(setup, client, "1", cfg=cfg, uri=uri)
+    served = open_served_index(cfg.retrieval, uri, client)
     ds = load_dataset(setup["data"])
     stored = {r["id"]: r["full"] for r in client.query(served.name, filter="", output_fields=["full"], limit=1000)}
     reference = InMemoryFunnelIndex(np.array([stored[i] for i in ds.ids]), ds.ids, [ds.classes[y] for y in ds.labels],
