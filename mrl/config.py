@@ -25,10 +25,10 @@ class _Section(BaseModel):
 
 
 class IngestConfig(_Section):
-    source: Literal["fashion_mnist", "image_folder", "embeddings"] = "fashion_mnist"  # format of `input`
-    input: str = DEFAULT_FASHION_MNIST_DIR  # idx directory, image folder or Parquet embeddings table
-    image_size: int = Field(28, gt=0)  # image_folder: images are resized to image_size x image_size pixels
-    grayscale: bool = True  # image_folder: convert to 1 channel (True) or keep RGB (False)
+    source: Literal["fashion_mnist", "image_folder", "embeddings", "video"] = "fashion_mnist"  # format of `input`
+    input: str = DEFAULT_FASHION_MNIST_DIR  # idx directory, image folder, Parquet embeddings table or video folder
+    image_size: int = Field(28, gt=0)  # image_folder, video: images (frames) are resized to image_size x image_size
+    grayscale: bool = True  # image_folder, video: convert to 1 channel (True) or keep RGB (False)
     test_fraction: float = Field(0.2, gt=0, lt=1)  # image_folder without train/ and test/ subfolders
     split_seed: int = 0  # seed of that random train/test split
     id_column: str = "id"  # embeddings table: column of unique item ids
@@ -190,6 +190,37 @@ class DriftConfig(_Section):
         return self
 
 
+class VideoConfig(_Section):
+    # Video archives: frames sampled from every video, cut into scenes on a small embedding prefix, indexed as
+    # segments (mean of their frames' full embeddings) and searched coarse to fine (see mrl/video/).
+    fps: float = Field(2.0, gt=0, le=60)  # frames sampled per second of video
+    extensions: list[str] = [".mp4", ".mkv", ".webm", ".avi", ".mov"]  # files read from the input folder
+    on_bad_file: Literal["fail", "skip"] = "fail"  # a corrupt, truncated, empty or audio-only file: stop, or list it
+    # cuts: a new scene where consecutive frames' scene_dim prefixes fall below cut_threshold (cosine);
+    # windows: fixed, overlapping windows (continuous footage without cuts, e.g. dashcams)
+    segmenter: Literal["cuts", "windows"] = "cuts"
+    scene_dim: int = Field(0, ge=0)  # prefix compared; 0 = the smallest nesting dim the evaluation rates good enough
+    scene_dim_quality: float = Field(0.95, gt=0, le=1)  # good enough: registry.primary_metric >= this x full dim's
+    cut_threshold: float = Field(0.95, ge=-1, le=1)  # cosine; see bench/results/video.md for the sweep
+    min_scene_s: float = Field(1.0, ge=0)  # shorter scenes are merged into their neighbour
+    max_scene_s: float = Field(30.0, gt=0)  # longer scenes are split evenly
+    window_s: float = Field(4.0, gt=0)  # windows: length
+    window_stride_s: float = Field(2.0, gt=0)  # windows: step (< window_s: overlapping)
+    collection_prefix: str = "videos"  # segment collections are <prefix>_v<model version>; the alias is <prefix>
+    span_tolerance: float = Field(0.05, ge=0)  # tightened span: frames within this score of the best frame
+    one_per_video: bool = False  # at most one hit per video (the best)
+    merge_gap_s: float | None = Field(None, ge=0)  # merge hits of one video less than this apart (None: off)
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> VideoConfig:
+        if self.min_scene_s >= self.max_scene_s:
+            raise ValueError(f"min_scene_s: {self.min_scene_s} must be below max_scene_s {self.max_scene_s}")
+        bad = [e for e in self.extensions if not e.startswith(".")]
+        if bad:
+            raise ValueError(f"extensions: {bad} must start with a dot")
+        return self
+
+
 class ClusterConfig(_Section):
     # How the compiled KFP pipelines run on Kubernetes (kfp-kubernetes); read at compile time
     # (`mrl pipeline compile --params ...`), ignored by kfp.local and dvc.
@@ -212,6 +243,7 @@ class Config(_Section):
     registry: RegistryConfig = RegistryConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     drift: DriftConfig = DriftConfig()
+    video: VideoConfig = VideoConfig()
     cluster: ClusterConfig = ClusterConfig()
 
     @model_validator(mode="after")

@@ -328,10 +328,11 @@ def drop_old_collections(client, alias: str, keep_last: int) -> list[str]:
     return dropped
 
 
-def rollback_index(cfg: Config, milvus_uri: str | None = None) -> tuple[str, str]:
-    """Point the alias back at the collection the current one replaced. Returns (from, to)."""
+def rollback_index(cfg: Config, milvus_uri: str | None = None, alias: str | None = None) -> tuple[str, str]:
+    """Point the alias (default: retrieval.collection_prefix) back at the collection the current one replaced.
+    Returns (from, to)."""
     client = mi.connect(milvus_uri)
-    alias = cfg.retrieval.collection_prefix
+    alias = alias or cfg.retrieval.collection_prefix
     current = mi.alias_target(client, alias)
     if current is None:
         raise MRLError(f"Milvus alias {alias} does not exist; nothing to roll back")

@@ -1,8 +1,9 @@
 """The search service: funnel search over the promoted Milvus index, behind FastAPI.
 
-POST /search (by vector, item id or image), GET /healthz, /readyz, /metrics (Prometheus), and
-POST /admin/reload (bearer token from $MRL_ADMIN_TOKEN; disabled when unset). Query embeddings go to a
-rolling window of .npy files for drift monitoring.
+POST /search (by vector, item id or image; with `"index": "videos"` also by clip or segment id, over the video
+segments index: moments with video id, span, best frame time and a thumbnail URL), GET /thumbnails/{segment_id},
+/healthz, /readyz, /metrics (Prometheus), and POST /admin/reload (bearer token from $MRL_ADMIN_TOKEN; disabled when
+unset). Query embeddings go to a rolling window of .npy files for drift monitoring.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ import contextlib
 import hmac
 import io
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
 
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field, model_validator
 from starlette.concurrency import run_in_threadpool
@@ -34,15 +39,23 @@ MAX_K = 100
 
 class SearchRequest(BaseModel):
     vector: list[float] | None = Field(None, description="a full-dim query embedding")
-    id: str | None = Field(None, description="search with this indexed item's embedding")
+    id: str | None = Field(None, description="search with this indexed item's (or video segment's) embedding")
     image: str | None = Field(None, description="base64-encoded image, embedded with the served model")
+    clip: str | None = Field(None, description="base64-encoded short video (index: videos), its frames embedded and "
+                                               "pooled like a segment")
+    index: Literal["items", "videos"] = Field("items", description="items, or videos: moments in the video index")
     k: int = Field(10, description=f"results to return, 1..{MAX_K}")
+    one_per_video: bool | None = Field(None, description="videos: at most one hit per video [video.one_per_video]")
+    merge_gap_s: float | None = Field(None, ge=0, description="videos: merge hits of one video less than this many "
+                                                              "seconds apart [video.merge_gap_s]")
 
     @model_validator(mode="after")
     def _exactly_one_query(self) -> SearchRequest:
-        given = [name for name in ("vector", "id", "image") if getattr(self, name) is not None]
+        given = [name for name in ("vector", "id", "image", "clip") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of vector, id, image (got {given or 'none'})")
+            raise ValueError(f"give exactly one of vector, id, image, clip (got {given or 'none'})")
+        if self.clip is not None and self.index != "videos":
+            raise ValueError('clip: searches the videos; set "index": "videos"')
         return self
 
 
@@ -80,25 +93,38 @@ class QueryLog:
 
 @dataclass
 class Served:
-    index: object  # MemoryFunnelIndex or MilvusFunnelIndex (mrl.retrieval.serving)
+    index: object | None  # MemoryFunnelIndex or MilvusFunnelIndex (mrl.retrieval.serving); None: no items alias
     encoder: object | None  # torch module for image queries (None: image search disabled)
     item_shape: list[int]
+    videos: object | None = None  # VideoIndex (mrl.video.search); None: no video alias
+
+    @property
+    def model_version(self) -> str:
+        return (self.index or self.videos).info.model_version
 
 
 def _load(cfg: Config, milvus_uri: str | None, tracking_uri: str | None, load_model: bool, client=None,
           log=None) -> Served:
+    """The items index and the video index, each where its alias exists (at least one must)."""
+    from mrl.retrieval import milvus_index as mi
     from mrl.retrieval.serving import open_served_index
+    from mrl.video.search import open_video_index
 
-    index = open_served_index(cfg.retrieval, milvus_uri, client, log)
+    client = client or mi.connect(milvus_uri)
+    videos = None
+    if mi.alias_target(client, cfg.video.collection_prefix) is not None:
+        videos = open_video_index(cfg, milvus_uri, client, log)
+    items_served = mi.alias_target(client, cfg.retrieval.collection_prefix) is not None
+    index = open_served_index(cfg.retrieval, milvus_uri, client, log) if items_served or videos is None else None
     encoder, shape = None, []
     if load_model:
         from mrl.promote import resolve_champion
 
-        champion = resolve_champion(cfg, tracking_uri, index.info.model_version)
+        champion = resolve_champion(cfg, tracking_uri, (index or videos).info.model_version)
         import mlflow
 
         encoder, shape = mlflow.pytorch.load_model(champion.model_uri), champion.item_shape
-    return Served(index, encoder, shape)
+    return Served(index, encoder, shape, videos)
 
 
 def decode_image(data: str, item_shape: list[int]) -> np.ndarray:
@@ -151,21 +177,35 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
 
     app = FastAPI(title="mrl search", description=__doc__, lifespan=lifespan)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request, exc: RequestValidationError):
+        # FastAPI's default echoes every rejected input: a base64 image or clip would come back whole.
+        errors = [{k: v for k, v in e.items() if k not in ("input", "ctx")} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
     @app.get("/healthz")
     def healthz():
         return {"status": "ok"}
 
+    def describe(index) -> dict:
+        out = {"collection": index.name, "model_version": index.info.model_version, "funnel": index.info.funnel.name(),
+               "backend": type(getattr(index, "funnel", index)).__name__}
+        funnel = getattr(index, "funnel", index)
+        if hasattr(funnel, "bytes_per_item"):  # the memory backend: what one item costs this process
+            out |= {"items": len(funnel.ids), "bytes_per_item": round(funnel.bytes_per_item())}
+        return out
+
     @app.get("/readyz")
     def readyz():
         s = served()
+        first = s.index or s.videos
         try:
-            s.index.client.describe_collection(s.index.name)
+            first.client.describe_collection(first.name)
         except Exception as e:
             raise HTTPException(503, f"Milvus not reachable: {type(e).__name__}") from None
-        ready = {"status": "ready", "collection": s.index.name, "model_version": s.index.info.model_version,
-                 "funnel": s.index.info.funnel.name(), "backend": type(s.index).__name__}
-        if hasattr(s.index, "bytes_per_item"):  # the memory backend: what one item costs this process
-            ready |= {"items": len(s.index.ids), "bytes_per_item": round(s.index.bytes_per_item())}
+        ready = {"status": "ready"} | (describe(s.index) if s.index else {})
+        if s.videos is not None:
+            ready["videos"] = describe(s.videos)
         return ready
 
     @app.get("/metrics")
@@ -175,41 +215,76 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
     @app.post("/search")
     async def search(req: SearchRequest):
         s = state["served"] or await run_in_threadpool(served)
-        if getattr(s.index, "in_process", False) and req.image is None:
+        index = s.videos if req.index == "videos" else s.index
+        if getattr(getattr(index, "funnel", index), "in_process", False) and req.image is None and req.clip is None:
             # The memory backend answers in about a millisecond of CPU: run it here, in arrival order. Handing
             # it to the thread pool costs as much again, and 40 threads contending for the GIL (and FAISS's
             # OpenMP pool) turned 50 concurrent clients into multi-second tails.
             return JSONResponse(run_search(s, req))
         return JSONResponse(await run_in_threadpool(run_search, s, req))  # Milvus round trips, image encoding
 
+    def embed(s: Served, pixels: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return s.encoder(torch.from_numpy(pixels)).numpy()
+
+    def query_vector(s: Served, req: SearchRequest, index, kind: str) -> np.ndarray:
+        full_dim = index.info.nesting_dims[-1]
+        if kind == "vector":
+            query = np.asarray(req.vector, dtype=np.float32)
+            if query.shape != (full_dim,):
+                raise ValueError(f"vector: expected {full_dim} values, got {len(req.vector)}")
+            if not np.isfinite(query).all():
+                raise ValueError("vector: contains NaN or infinite values")
+            return query
+        if kind == "id":
+            try:
+                return index.vector_of(req.id)
+            except MRLError:
+                requests.labels(kind, "404").inc()
+                what = "segment" if req.index == "videos" else "item"
+                raise HTTPException(404, f"id: unknown {what} id {req.id!r}") from None
+        if s.encoder is None:
+            raise ValueError(f"{kind}: this service was started without a model ({kind} search is off)")
+        if kind == "image":
+            return embed(s, decode_image(req.image, s.item_shape)[None])[0]
+        return clip_vector(s, req.clip)
+
+    def clip_vector(s: Served, data: str) -> np.ndarray:
+        from mrl.video.search import embed_clip
+
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except binascii.Error:
+            raise ValueError("clip: not valid base64") from None
+        with tempfile.NamedTemporaryFile(suffix=".clip") as f:
+            f.write(raw)
+            f.flush()
+            try:
+                return embed_clip(f.name, s.encoder, cfg, s.item_shape)
+            except MRLError as e:
+                raise ValueError(f"clip: {str(e).removeprefix(f.name + ': ')}") from None
+
     def run_search(s: Served, req: SearchRequest) -> dict:
-        kind = "vector" if req.vector is not None else "id" if req.id is not None else "image"
+        kind = next(name for name in ("vector", "id", "image", "clip") if getattr(req, name) is not None)
         started = time.perf_counter()
+        index = s.videos if req.index == "videos" else s.index
+        if index is None:
+            requests.labels(kind, "404").inc()
+            alias = cfg.video.collection_prefix if req.index == "videos" else cfg.retrieval.collection_prefix
+            raise HTTPException(404, f"index: no {req.index} index is served (Milvus alias {alias} does not exist)")
         try:
             if not 1 <= req.k <= MAX_K:
                 raise ValueError(f"k: must be between 1 and {MAX_K}, got {req.k}")
-            full_dim = s.index.info.nesting_dims[-1]
-            if kind == "vector":
-                query = np.asarray(req.vector, dtype=np.float32)
-                if query.shape != (full_dim,):
-                    raise ValueError(f"vector: expected {full_dim} values, got {len(req.vector)}")
-                if not np.isfinite(query).all():
-                    raise ValueError("vector: contains NaN or infinite values")
-            elif kind == "id":
-                try:
-                    query = s.index.vector_of(req.id)
-                except MRLError:
-                    requests.labels(kind, "404").inc()
-                    raise HTTPException(404, f"id: unknown item id {req.id!r}") from None
+            query = query_vector(s, req, index, kind)
+            if req.index == "videos":
+                hits, timings = index.search(query, req.k, req.one_per_video, req.merge_gap_s)
+                for h in hits:
+                    h["thumbnail_url"] = f"/thumbnails/{quote(h['segment_id'])}"
             else:
-                if s.encoder is None:
-                    raise ValueError("image: this service was started without a model (image search is off)")
-                import torch
-
-                pixels = decode_image(req.image, s.item_shape)
-                with torch.no_grad():
-                    query = s.encoder(torch.from_numpy(pixels[None])).numpy()[0]
-            hits, timings = s.index.search(query[None, :], req.k)
+                rows, timings = index.search(query[None, :], req.k)
+                hits = rows[0]
         except ValueError as e:
             requests.labels(kind, "422").inc()
             raise HTTPException(422, str(e)) from None
@@ -219,9 +294,21 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
         total = time.perf_counter() - started
         latency.labels("total").observe(total)
         requests.labels(kind, "200").inc()
-        return {"results": hits[0], "timings_ms": timings | {"total": 1000 * total},
-                "collection": s.index.name, "model_version": s.index.info.model_version,
-                "funnel": s.index.info.funnel.name()}
+        return {"results": hits, "timings_ms": timings | {"total": 1000 * total}, "collection": index.name,
+                "model_version": index.info.model_version, "funnel": index.info.funnel.name()}
+
+    @app.get("/thumbnails/{segment_id:path}", response_class=Response,
+             responses={200: {"content": {"image/png": {}}, "description": "the segment's thumbnail"}})
+    def thumbnail(segment_id: str):
+        s = served()
+        if s.videos is None:
+            raise HTTPException(404, f"no videos index is served (Milvus alias {cfg.video.collection_prefix} "
+                                     "does not exist)")
+        try:
+            png = s.videos.thumbnail(segment_id)
+        except MRLError:
+            raise HTTPException(404, f"unknown segment id {segment_id!r}") from None
+        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     def require_admin(authorization: str | None = Header(None)):
         token = os.environ.get(ADMIN_TOKEN_ENV)
@@ -236,6 +323,7 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
             s = reload()
         except MRLError as e:
             raise HTTPException(503, f"reload failed, still serving the previous index: {e}") from None
-        return {"collection": s.index.name, "model_version": s.index.info.model_version}
+        return {"collection": (s.index or s.videos).name, "model_version": s.model_version} | (
+            {"videos": s.videos.name} if s.videos else {})
 
     return app

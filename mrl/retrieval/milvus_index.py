@@ -169,14 +169,20 @@ def versioned_collections(client, prefix: str) -> list[str]:
 
 
 def create_collection(client, info: CollectionInfo, full_dim: int, index_type: str, hnsw_m: int,
-                      hnsw_ef_construction: int) -> None:
-    """The empty collection, indexed and loaded, with `full` in the layout this engine allows (see `full_layout`)."""
+                      hnsw_ef_construction: int, extra_fields: dict[str, str] | None = None) -> None:
+    """The empty collection, indexed and loaded, with `full` in the layout this engine allows (see `full_layout`).
+    `extra_fields`: more scalar fields, name -> "varchar" | "text" (up to 64 KB) | "float" (video segments')."""
     from pymilvus import DataType, MilvusClient
 
     layout = full_layout(client, full_dim)  # first: an unsupported server fails before anything is created
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=256)
     schema.add_field("label", DataType.VARCHAR, max_length=256)
+    for name, kind in (extra_fields or {}).items():
+        if kind == "float":
+            schema.add_field(name, DataType.DOUBLE)
+        else:
+            schema.add_field(name, DataType.VARCHAR, max_length=65_535 if kind == "text" else 1024)
     schema.add_field("short", DataType.FLOAT_VECTOR, dim=info.funnel.d0)
     if layout == "vector":
         schema.add_field("full", DataType.FLOAT_VECTOR, dim=full_dim)
@@ -191,14 +197,16 @@ def create_collection(client, info: CollectionInfo, full_dim: int, index_type: s
 
 
 def insert_rows(client, name: str, ids: np.ndarray, labels: list[str], embeddings: np.ndarray, d0: int,
-                batch: int, progress=None) -> int:
-    """Insert in large batches; rows carry numpy arrays (measured faster here than list-valued rows)."""
+                batch: int, progress=None, extra: dict[str, list] | None = None) -> int:
+    """Insert in large batches; rows carry numpy arrays (measured faster here than list-valued rows). `extra`:
+    values of the collection's extra fields, one list per field, aligned with `ids`."""
     short = normalized_prefix(embeddings, d0)
+    extra = extra or {}
     inserted = 0
     for start in range(0, len(ids), batch):
         end = min(start + batch, len(ids))
         client.insert(name, [{"id": str(ids[i]), "label": labels[i], "short": short[i], "full": embeddings[i]}
-                             for i in range(start, end)])
+                             | {field: values[i] for field, values in extra.items()} for i in range(start, end)])
         inserted = end
         if progress:
             progress(end - start)

@@ -1,0 +1,1 @@
+"""Video search: synthetic corpora with ground truth, frame sampling and scene segmentation over the image encoder."""

@@ -1,0 +1,240 @@
+"""Video search end to end on real parts: PyAV-written videos, a tiny trained model in MLflow on sqlite, Milvus Lite,
+and the FastAPI service."""
+
+import base64
+import io
+
+import av
+import mlflow
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from helpers import write_fashion_mnist
+from PIL import Image
+
+from mrl.config import IngestConfig, load_config
+from mrl.errors import MRLError
+from mrl.evaluate import evaluate
+from mrl.ingest import ingest
+from mrl.registry import register_model
+from mrl.retrieval import milvus_index as mi
+from mrl.tracking import log_training_run
+from mrl.train import train
+from mrl.video.frames import ingest_videos, load_frames
+from mrl.video.index import promote_segments
+from mrl.video.scenes import build_segments, load_segments, segment_videos
+from mrl.video.search import open_video_index
+from mrl.video.synth import generate_corpus, load_ground_truth, write_video
+
+PARAMS = ["model.nesting_dims=[4, 8, 16]", "model.embedding_dim=16", "model.cnn_widths=[8, 16, 16]",
+          "train.batch_size=32", "train.epochs=1", "evaluate.recall_ks=[1]", "evaluate.probe_epochs=10",
+          "retrieval.index_type=FLAT", "retrieval.target_recall=0.9", "retrieval.insert_batch=500"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Four generated videos (scenes and continuous) from synthetic Fashion-MNIST-format items, a registered tiny
+    model, the frames and segments artifacts."""
+    tmp = tmp_path_factory.mktemp("video")
+    raw = write_fashion_mnist(tmp / "raw", 240, 80)
+    data = ingest("fashion_mnist", raw, tmp / "ds.npz", IngestConfig()).path
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    cfg = load_config(None, PARAMS)
+    model = train(cfg, data, tmp / "m.pt", log=lambda _: None).path
+    evaluate(model, data, cfg.evaluate, tmp / "m.json")
+    register_model(log_training_run(model, tmp / "m.json", None, uri), cfg.registry.model_name, uri)
+    mlflow.MlflowClient(uri).set_registered_model_alias(cfg.registry.model_name, "champion", "1")
+    truth = load_ground_truth(generate_corpus(tmp / "videos", 4, mean_video_s=20, fashion_mnist_dir=raw, seed=1,
+                                              continuous_share=0.25, progress=False))
+    frames = ingest_videos(tmp / "videos", tmp / "frames.npz", cfg.video, cfg.ingest, log=lambda _: None).path
+    segments = segment_videos(cfg, frames, tmp / "segments.npz", uri, log=lambda _: None).path
+    return {"tmp": tmp, "uri": uri, "cfg": cfg, "truth": truth, "frames": frames, "segments": segments}
+
+
+@pytest.fixture
+def promoted(corpus, tmp_path):
+    uri = str(tmp_path / "milvus.db")
+    promote_segments(corpus["cfg"], corpus["segments"], uri, log=lambda _: None)
+    client = mi.connect(uri)
+    yield client, uri
+    client.close()
+
+
+def test_ingest_samples_every_video_at_the_configured_rate(corpus):
+    frames = load_frames(corpus["frames"])
+    assert sorted(frames.videos) == sorted(v["file"] for v in corpus["truth"]["videos"])
+    assert frames.pixels.shape[1:] == (1, 28, 28) and frames.pixels.dtype == np.uint8
+    for video in corpus["truth"]["videos"]:
+        rows = frames.rows_of(video["file"])
+        times = frames.times[rows]
+        assert np.all(np.diff(times) > 0) and times[0] == 0.0
+        assert np.allclose(np.diff(times), 0.5, atol=0.06)  # 2 fps from 10 fps footage
+        assert abs(len(rows) - video["duration_s"] * 2) <= 2
+        duration = frames.durations[list(frames.videos).index(video["file"])]
+        assert abs(duration - video["duration_s"]) < 0.2
+
+
+@pytest.mark.parametrize("suffix,codec", [(".mkv", "h264"), (".webm", "libvpx"), (".avi", "mpeg4"), (".mov", "h264")])
+def test_ingest_reads_each_container(tmp_path, suffix, codec):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    frames = np.zeros((30, 64, 64), dtype=np.uint8)
+    frames[15:] = 200  # a hard cut at 1.5 s
+    write_video(folder / f"clip{suffix}", frames, 10, codec)
+    cfg = load_config(None)
+    result = ingest_videos(folder, tmp_path / "frames.npz", cfg.video, cfg.ingest, log=lambda _: None)
+    got = load_frames(result.path)
+    assert result.videos == 1 and len(got) == 6
+    assert got.pixels[:3].mean() < 30 and got.pixels[3:].mean() > 170  # the content, not just the count
+
+
+def _bad_files(folder, good):
+    folder.mkdir()
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "garbage.mkv").write_bytes(b"not a video at all" * 100)
+    (folder / "truncated.mkv").write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    with av.open(str(folder / "audio_only.mp4"), "w") as c:
+        stream = c.add_stream("aac", rate=44100)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 44100
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            c.mux(packet)
+
+
+@pytest.mark.parametrize("name,reason", [("empty.mp4", "empty file"), ("garbage.mkv", "not a readable video"),
+                                         ("truncated.mkv", "truncated video"), ("audio_only.mp4", "no video stream")])
+def test_each_bad_file_fails_the_ingest_naming_it(tmp_path, name, reason):
+    good = write_video(tmp_path / "good.mkv", np.full((100, 64, 64), 90, np.uint8), 10, "h264")
+    _bad_files(tmp_path / "bad", good)
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / name).write_bytes((tmp_path / "bad" / name).read_bytes())
+    cfg = load_config(None)
+    with pytest.raises(MRLError, match=rf"{name}: {reason}"):
+        ingest_videos(folder, tmp_path / "frames.npz", cfg.video, cfg.ingest, log=lambda _: None)
+    assert not (tmp_path / "frames.npz").exists()
+
+
+def test_skip_lists_bad_files_and_keeps_the_good_ones(tmp_path):
+    good = write_video(tmp_path / "good.mkv", np.full((100, 64, 64), 90, np.uint8), 10, "h264")
+    _bad_files(tmp_path / "in", good)
+    (tmp_path / "in" / "good.mkv").write_bytes(good.read_bytes())
+    cfg = load_config(None, ["video.on_bad_file=skip"])
+    result = ingest_videos(tmp_path / "in", tmp_path / "frames.npz", cfg.video, cfg.ingest, log=lambda _: None)
+    assert result.videos == 1 and len(result.skipped) == 4
+    assert list(load_frames(result.path).skipped) == result.skipped  # in the artifact too, not only the log
+    assert all(any(name in s for s in result.skipped) for name in ("empty.mp4", "garbage.mkv", "audio_only.mp4"))
+
+
+def test_scene_cuts_fall_on_the_known_cuts(tmp_path):
+    """Three scenes of distinct patterns, cut hard at 4 s and 7 s; embeddings = the decoded pixels themselves."""
+    rng = np.random.default_rng(0)
+    patterns = rng.integers(0, 255, (3, 64, 64)).astype(np.uint8)
+    frames = np.concatenate([np.repeat(patterns[i][None], n, axis=0) for i, n in enumerate((40, 30, 50))])
+    frames = np.clip(frames + rng.normal(0, 4, frames.shape), 0, 255).astype(np.uint8)  # not a still image
+    (tmp_path / "in").mkdir()
+    write_video(tmp_path / "in" / "cuts.mp4", frames, 10, "h264")
+    cfg = load_config(None, ["video.cut_threshold=0.9"])
+    got = load_frames(ingest_videos(tmp_path / "in", tmp_path / "f.npz", cfg.video, cfg.ingest, log=lambda _: None).path)
+    pixels = got.pixels.reshape(len(got), -1).astype(np.float32)
+    embeddings = pixels - pixels.mean(axis=0)
+    segments = build_segments(got, embeddings, cfg.video, 64, {"nesting_dims": [64, embeddings.shape[1]]})
+    assert segments.start_s.tolist() == [0.0, 4.0, 7.0]
+    assert segments.end_s.tolist() == [4.0, 7.0, 12.0]
+    windows = build_segments(got, embeddings, cfg.video.model_copy(update={"segmenter": "windows"}), 64, {})
+    assert windows.start_s.tolist() == [0.0, 2.0, 4.0, 6.0, 8.0] and windows.end_s[-1] == 12.0
+
+
+def test_segments_cover_each_video_and_cut_near_the_truth(corpus):
+    segments = load_segments(corpus["segments"])
+    for video in corpus["truth"]["videos"]:
+        mine = segments.video_ids == video["file"]
+        starts, ends = segments.start_s[mine], segments.end_s[mine]
+        assert starts[0] == 0.0 and abs(ends[-1] - video["duration_s"]) < 0.6
+        assert np.allclose(starts[1:], ends[:-1])  # contiguous scenes
+    assert np.allclose(np.linalg.norm(segments.embeddings, axis=1), 1.0, atol=1e-5)
+    assert segments.thumbnails.shape[1:] == (1, 28, 28)
+
+
+def test_coarse_to_fine_search_finds_the_video_and_the_moment(corpus, promoted):
+    """A frame's own embedding as the query: the right video and segment first, the best frame at that time."""
+    client, uri = promoted
+    segments = load_segments(corpus["segments"])
+    index = open_video_index(corpus["cfg"], uri, client)
+    for row in np.linspace(0, len(segments.frame_times) - 1, 8).astype(int):
+        video = next(v for v, (a, b) in zip(segments.video_ids, segments.frame_ranges) if a <= row < b)
+        hits, timings = index.search(segments.frame_embeddings[row], 5)
+        t = segments.frame_times[row]
+        assert hits[0]["video_id"] == video
+        # Its segment among the first hits (a neighbouring scene of the same video may hold a near-identical frame),
+        # refined to the frame itself or a near-identical neighbour (the tiny model's 16 dims, stored as float16).
+        mine = [h for h in hits[:3] if h["video_id"] == video and h["segment_start_s"] <= t < h["segment_end_s"]]
+        assert mine and abs(mine[0]["best_s"] - t) <= 0.5 and mine[0]["frame_score"] > 0.99
+        assert all(h["segment_start_s"] <= h["start_s"] <= h["best_s"] < h["end_s"] <= h["segment_end_s"] for h in hits)
+        assert set(timings) >= {"refine_frames"}
+    hits, _ = index.search(segments.embeddings[0], 10, per_video=True)
+    assert len({h["video_id"] for h in hits}) == len(hits) == len(segments.videos)
+
+
+def test_video_promotion_versions_verifies_and_rolls_back(corpus, promoted):
+    from mrl.promote import rollback_index
+
+    client, uri = promoted
+    cfg = corpus["cfg"]
+    second = promote_segments(cfg, corpus["segments"], uri, log=lambda _: None)
+    assert (second.collection, second.previous) == ("videos_v2", "videos_v1") and second.verify_recall >= 0.9
+    assert mi.alias_target(client, "videos") == "videos_v2" and "videos_v2_frames" in client.list_collections()
+    assert rollback_index(cfg, uri, "videos") == ("videos_v2", "videos_v1")
+    assert mi.alias_target(client, "videos") == "videos_v1"
+
+
+def test_a_failed_video_promotion_leaves_the_alias_and_drops_what_it_built(corpus, promoted, monkeypatch):
+    from mrl.video import index as video_index
+
+    client, uri = promoted
+    monkeypatch.setattr(video_index, "insert_frames", lambda *a, **k: (_ for _ in ()).throw(MRLError("boom")))
+    with pytest.raises(MRLError, match="boom"):
+        promote_segments(corpus["cfg"], corpus["segments"], uri, log=lambda _: None)
+    assert mi.alias_target(client, "videos") == "videos_v1"
+    assert not {"videos_v2", "videos_v2_frames"} & set(client.list_collections())
+
+
+def _png(pixels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_service_returns_moments_and_thumbnails(corpus, promoted, tmp_path):
+    from mrl.serve import create_app
+
+    client, uri = promoted
+    frames = load_frames(corpus["frames"])
+    app = create_app(corpus["cfg"], uri, corpus["uri"], tmp_path / "qlog", client=client)
+    with TestClient(app) as http:
+        ready = http.get("/readyz").json()
+        assert ready["videos"]["collection"] == "videos_v1" and "collection" not in ready  # no items index here
+        row = len(frames) // 2
+        response = http.post("/search", json={"image": _png(frames.pixels[row, 0]), "index": "videos", "k": 3})
+        assert response.status_code == 200, response.text
+        top = response.json()["results"][0]
+        assert top["video_id"] == frames.video_ids[row]
+        assert set(top) >= {"video_id", "start_s", "end_s", "best_s", "score", "thumbnail_url", "segment_id"}
+        thumb = http.get(top["thumbnail_url"])
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(thumb.content)).size == (96, 96)
+        clip = base64.b64encode((corpus["tmp"] / "videos" / frames.videos[0]).read_bytes()).decode()
+        by_clip = http.post("/search", json={"clip": clip, "index": "videos", "k": 2}).json()["results"]
+        assert by_clip[0]["video_id"] == frames.videos[0]
+        by_id = http.post("/search", json={"id": top["segment_id"], "index": "videos", "k": 1}).json()["results"]
+        assert by_id[0]["segment_id"] == top["segment_id"]
+        for body, status, message in [
+            ({"clip": clip}, 422, "clip: searches the videos"),
+            ({"clip": base64.b64encode(b"junk" * 50).decode(), "index": "videos"}, 422, "clip: not a readable video"),
+            ({"id": "nope:3", "index": "videos"}, 404, "unknown segment id"),
+            ({"vector": [0.1] * 16}, 404, "no items index is served"),
+        ]:
+            response = http.post("/search", json=body)
+            assert response.status_code == status and message in str(response.json()), response.text
+            assert len(response.text) < 2000  # a rejected clip is not echoed back
+        assert http.get("/thumbnails/nope:3").status_code == 404
