@@ -13,6 +13,14 @@ from components.promote import finish_promotion_op, insert_shard_op, plan_promot
 from components.register import register_op
 from components.train import train_op
 from components.validate import validate_op
+from components.video import (
+    ingest_videos_op,
+    promote_segments_op,
+    segment_videos_op,
+    validate_frames_op,
+    validate_segments_op,
+)
 
-__all__ = ["dataset_drift_op", "drift_op", "evaluate_op", "finish_promotion_op", "ingest_op", "insert_shard_op",
-           "plan_promotion_op", "register_op", "retrain_op", "shard_list_op", "train_op", "validate_op"]
+__all__ = ["dataset_drift_op", "drift_op", "evaluate_op", "finish_promotion_op", "ingest_op", "ingest_videos_op",
+           "insert_shard_op", "plan_promotion_op", "promote_segments_op", "register_op", "retrain_op",
+           "segment_videos_op", "shard_list_op", "train_op", "validate_frames_op", "validate_op", "validate_segments_op"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
@@ -38,24 +39,34 @@ def fails_cleanly(command):
 @app.command()
 @fails_cleanly
 def ingest(
-    output: Annotated[Path, typer.Option(help="dataset artifact to write (.npz)")],
-    source: Annotated[str | None, typer.Option(help="fashion_mnist | image_folder | embeddings "
+    output: Annotated[Path, typer.Option(help="artifact to write (.npz): a dataset, or video frames")],
+    source: Annotated[str | None, typer.Option(help="fashion_mnist | image_folder | embeddings | video "
                                                "[params: ingest.source]")] = None,
-    input: Annotated[Path | None, typer.Option("--input", help="idx directory, image folder or Parquet table "
-                                                  "[params: ingest.input]")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="idx directory, image folder, Parquet table or folder "
+                                                  "of videos [params: ingest.input]")] = None,
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ):
-    """Read raw data into a dataset artifact (ids, labels, split)."""
+    """Read raw data into a dataset artifact (ids, labels, split), or videos into a frames artifact."""
     from typing import get_args
 
     from mrl.ingest import Source
     from mrl.ingest import ingest as run
 
-    if source and source not in get_args(Source):
-        raise MRLError(f"--source: unknown source {source!r} (expected one of {', '.join(get_args(Source))})")
+    sources = (*get_args(Source), "video")
+    if source and source not in sources:
+        raise MRLError(f"--source: unknown source {source!r} (expected one of {', '.join(sources)})")
     overrides = (set_ or []) + ([f"ingest.source={source}"] if source else [])
     cfg = load_config(params, overrides)
+    if cfg.ingest.source == "video":
+        from mrl.video.frames import ingest_videos
+
+        v = ingest_videos(input or cfg.ingest.input, output, cfg.video, cfg.ingest, log=typer.echo)
+        typer.echo(f"wrote {v.path}: {v.frames:,} frames at {cfg.video.fps:g} fps from {v.videos} videos "
+                   f"({v.hours:.2f} h) in {v.seconds:.1f}s ({v.frames_per_second:,.0f} frames/s)")
+        if v.skipped:
+            typer.echo(f"skipped {len(v.skipped)} files (video.on_bad_file=skip):\n  " + "\n  ".join(v.skipped))
+        return
     r = run(cfg.ingest.source, input or cfg.ingest.input, output, cfg.ingest)
     typer.echo(f"wrote {r.path}: {r.kind} {list(r.item_shape)}, {r.n_train} train + {r.n_test} test items, "
                f"{len(r.classes)} classes")
@@ -66,19 +77,28 @@ def ingest(
 def validate(
     data: Annotated[Path | None, typer.Option(help="dataset artifact to validate")] = None,
     table: Annotated[Path | None, typer.Option(help="or: an embeddings table (Parquet) to validate")] = None,
+    frames: Annotated[Path | None, typer.Option(help="or: video frames from `mrl ingest --source video`")] = None,
+    segments: Annotated[Path | None, typer.Option(help="or: video segments from `mrl segment`")] = None,
     dim: Annotated[int | None, typer.Option(help="expected dim of --table [params: model.embedding_dim]")] = None,
     result_out: Annotated[Path | None, typer.Option(help="write the full Great Expectations result (JSON)")] = None,
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ):
     """Great Expectations gates: exit 2 with the failed expectations named if any fails."""
-    from mrl.validate import validate_dataset, validate_embeddings_table
+    from mrl.validate import validate_dataset, validate_embeddings_table, validate_frames, validate_segments
 
-    if (data is None) == (table is None):
-        raise MRLError("validate: give exactly one of --data or --table")
+    given = [name for name, value in (("--data", data), ("--table", table), ("--frames", frames),
+                                      ("--segments", segments)) if value is not None]
+    if len(given) != 1:
+        raise MRLError(f"validate: give exactly one of --data, --table, --frames, --segments "
+                       f"(got {', '.join(given) or 'none'})")
     cfg = load_config(params, set_ or [])
     if data is not None:
         report = validate_dataset(data, cfg.validation, result_out)
+    elif frames is not None:
+        report = validate_frames(frames, cfg, result_out)
+    elif segments is not None:
+        report = validate_segments(segments, result_out)
     else:
         report = validate_embeddings_table(table, cfg.validation, dim or cfg.model.embedding_dim, result_out,
                                            cfg.ingest.id_column, cfg.ingest.vector_column, cfg.ingest.label_column)
@@ -225,7 +245,10 @@ MilvusOpt = Annotated[str | None, typer.Option(help="Milvus URI or Milvus Lite f
 @app.command()
 @fails_cleanly
 def promote(
-    data: Annotated[Path, typer.Option(help="dataset artifact: the catalogue to index (test split = held-out queries)")],
+    data: Annotated[Path | None, typer.Option(help="dataset artifact: the catalogue to index (test split = held-out "
+                                              "queries)")] = None,
+    segments: Annotated[Path | None, typer.Option(help="or: video segments from `mrl segment`, indexed behind "
+                                                  "the video.collection_prefix alias")] = None,
     version: Annotated[str | None, typer.Option(help="model version to index (default: the champion)")] = None,
     out: Annotated[Path | None, typer.Option(help="write the promotion record (JSON)")] = None,
     tracking_uri: TrackingOpt = None,
@@ -234,10 +257,20 @@ def promote(
     set_: SetOpt = None,
 ):
     """Embed the catalogue with the champion, choose the funnel, build and verify a new Milvus collection,
-    then swap the serving alias to it."""
+    then swap the serving alias to it (--segments: the same for video segments)."""
+    if (data is None) == (segments is None):
+        raise MRLError("promote: give exactly one of --data or --segments")
+    cfg = load_config(params, set_ or [])
+    if segments is not None:
+        from mrl.video.index import promote_segments
+
+        v = promote_segments(cfg, segments, milvus_uri, log=typer.echo)
+        if v.dropped:
+            typer.echo(f"dropped old collections: {', '.join(v.dropped)}")
+        _write_json(out, vars(v))
+        return
     from mrl.promote import promote_index
 
-    cfg = load_config(params, set_ or [])
     r = promote_index(cfg, data, tracking_uri, milvus_uri, version, log=typer.echo)
     if r.dropped:
         typer.echo(f"dropped old collections: {', '.join(r.dropped)}")
@@ -245,38 +278,115 @@ def promote(
                       "funnel": r.funnel.row(), "verify_recall": r.verify_recall, "dropped": r.dropped})
 
 
+@app.command()
+@fails_cleanly
+def segment(
+    frames: Annotated[Path, typer.Option(help="video frames from `mrl ingest --source video`")],
+    out: Annotated[Path, typer.Option(help="segments artifact to write (.npz)")],
+    version: Annotated[str | None, typer.Option(help="model version to embed with (default: the champion)")] = None,
+    tracking_uri: TrackingOpt = None,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+):
+    """Embed video frames with the champion and cut them into scenes on a small prefix (or fixed windows)."""
+    from mrl.video.scenes import segment_videos
+
+    cfg = load_config(params, set_ or [])
+    r = segment_videos(cfg, frames, out, tracking_uri, version, log=typer.echo)
+    typer.echo(f"wrote {r.path}: {r.segments:,} segments of {r.videos} videos ({r.frames:,} frames, model "
+               f"v{r.model_version}, cuts on the {r.scene_dim}-dim prefix)")
+
+
 @app.command("rollback-index")
 @fails_cleanly
-def rollback_index(milvus_uri: MilvusOpt = None, params: ParamsOpt = None, set_: SetOpt = None):
+def rollback_index(
+    videos: Annotated[bool, typer.Option("--videos", help="the video segments alias (video.collection_prefix)")] = False,
+    milvus_uri: MilvusOpt = None, params: ParamsOpt = None, set_: SetOpt = None,
+):
     """Point the serving alias back at the collection the current one replaced."""
     from mrl.promote import rollback_index as run
 
     cfg = load_config(params, set_ or [])
-    old, new = run(cfg, milvus_uri)
-    typer.echo(f"alias {cfg.retrieval.collection_prefix}: {old} -> {new}")
+    alias = cfg.video.collection_prefix if videos else cfg.retrieval.collection_prefix
+    old, new = run(cfg, milvus_uri, alias)
+    typer.echo(f"alias {alias}: {old} -> {new}")
 
 
 @app.command()
 @fails_cleanly
 def search(
-    item_id: Annotated[str, typer.Option("--id", help="search with this item's stored embedding")],
+    item_id: Annotated[str | None, typer.Option("--id", help="search with this item's (or segment's) stored "
+                                                "embedding")] = None,
+    image: Annotated[Path | None, typer.Option(help="search with an image, embedded by the served model")] = None,
+    clip: Annotated[Path | None, typer.Option(help="search the videos with a short clip (pooled like a segment)")] = None,
+    videos: Annotated[bool, typer.Option("--videos", help="search the video segments index (implied by --clip)")]
+    = False,
     k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    tracking_uri: TrackingOpt = None,
     milvus_uri: MilvusOpt = None,
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ):
-    """Funnel search of the served index by an item id: prints ids, scores, labels and stage timings. One query
-    asks Milvus directly (a quantized shortlist, or --set retrieval.serve_backend=memory, loads it in memory)."""
-    from mrl.retrieval.serving import open_served_index
-
+    """Funnel search of the served index by an item id or an image (prints ids, scores, labels and stage timings);
+    with --videos or --clip, coarse-to-fine search of the videos (video, span, best frame time). One query asks
+    Milvus directly (a quantized shortlist, or --set retrieval.serve_backend=memory, loads it in memory)."""
+    given = [name for name, value in (("--id", item_id), ("--image", image), ("--clip", clip)) if value is not None]
+    if len(given) != 1:
+        raise MRLError(f"search: give exactly one of --id, --image, --clip (got {', '.join(given) or 'none'})")
     cfg = load_config(params, set_ or [])
-    index = open_served_index(cfg.retrieval, milvus_uri, log=typer.echo, one_shot=True)
-    hits, timings = index.search(index.vector_of(item_id)[None, :], k)
-    typer.echo(f"{index.name} (model v{index.info.model_version}, funnel {index.info.funnel.name()}), "
-               f"neighbours of {item_id}:")
-    for rank, hit in enumerate(hits[0], 1):
-        typer.echo(f"  {rank:>3}. {hit['id']:<28} {hit['score']:.4f}  {hit['label']}")
+    videos = videos or clip is not None
+    if videos:
+        from mrl.video.search import open_video_index
+
+        index = open_video_index(cfg, milvus_uri, log=typer.echo, one_shot=True)
+    else:
+        from mrl.retrieval.serving import open_served_index
+
+        index = open_served_index(cfg.retrieval, milvus_uri, log=typer.echo, one_shot=True)
+    if item_id is not None:
+        query = index.vector_of(item_id)
+    else:
+        query = _embed_query(cfg, index.info.model_version, tracking_uri, image, clip)
+    what = item_id or str(image or clip)
+    if videos:
+        hits, timings = index.search(query, k)
+        typer.echo(f"{index.name} (model v{index.info.model_version}, funnel {index.info.funnel.name()}), "
+                   f"moments matching {what}:")
+        for rank, h in enumerate(hits, 1):
+            typer.echo(f"  {rank:>3}. {h['video_id']:<24} {h['start_s']:7.1f}-{h['end_s']:<7.1f}s  best "
+                       f"{h['best_s']:7.1f}s  {h['score']:.4f}  segment {h['segment_id']}")
+    else:
+        rows, timings = index.search(query[None, :], k)
+        typer.echo(f"{index.name} (model v{index.info.model_version}, funnel {index.info.funnel.name()}), "
+                   f"neighbours of {what}:")
+        for rank, hit in enumerate(rows[0], 1):
+            typer.echo(f"  {rank:>3}. {hit['id']:<28} {hit['score']:.4f}  {hit['label']}")
     typer.echo("  timings: " + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in timings.items()))
+
+
+def _embed_query(cfg, model_version: str, tracking_uri: str | None, image: Path | None, clip: Path | None):
+    """An image or clip embedded by the model version that built the served index."""
+    import mlflow
+    import torch
+
+    from mrl.promote import resolve_champion
+
+    champion = resolve_champion(cfg, tracking_uri, model_version)
+    model = mlflow.pytorch.load_model(champion.model_uri)
+    if clip is not None:
+        from mrl.video.search import embed_clip
+
+        return embed_clip(clip, model, cfg, champion.item_shape)
+    from mrl.serve import decode_image
+
+    try:
+        pixels = decode_image(base64.b64encode(image.read_bytes()).decode(), champion.item_shape)
+    except FileNotFoundError:
+        raise MRLError(f"{image}: file not found") from None
+    except ValueError:
+        raise MRLError(f"{image}: not a readable image") from None
+    with torch.no_grad():
+        return model(torch.from_numpy(pixels[None])).numpy()[0]
 
 
 @app.command()
@@ -306,7 +416,7 @@ def serve(
     uvicorn.run(app, host=host, port=port, access_log=access_log)
 
 
-pipeline_app = typer.Typer(no_args_is_help=True, help="Run or compile the Kubeflow training pipeline.")
+pipeline_app = typer.Typer(no_args_is_help=True, help="Run or compile the Kubeflow pipelines (training, video, drift).")
 app.add_typer(pipeline_app, name="pipeline")
 
 
@@ -321,27 +431,73 @@ def pipeline_run(
     milvus_uri: MilvusOpt = None,
     pipeline_root: Annotated[Path, typer.Option(help="kfp.local outputs")] = Path("artifacts/kfp"),
 ):
-    """Ingest -> validate -> train -> evaluate -> register and gate -> promote the index (kfp.local or KFP)."""
+    """Ingest -> validate -> train -> evaluate -> register and gate -> promote the index (kfp.local or KFP).
+    With ingest.source: video, the video pipeline: ingest videos -> validate frames -> segment with the champion ->
+    validate segments -> promote the segments index."""
     cfg = load_config(params)  # fail here, not three steps in, on a bad params file
     text = params.read_text()
+    video = cfg.ingest.source == "video"
     if host:
         from pipelines.run import submit
 
         run_id = submit(host, text, tracking_uri or "", cfg.registry.experiment, input_path=input_path,
-                        milvus_uri=milvus_uri or "")
-        typer.echo(f"submitted run {run_id} to {host}")
+                        milvus_uri=milvus_uri or "", video=video)
+        typer.echo(f"submitted {'video' if video else 'training'} pipeline run {run_id} to {host}")
         return
     from mrl.retrieval.milvus_index import resolve_milvus_uri
     from mrl.tracking import resolve_tracking_uri
-    from pipelines.run import run_local
+    from pipelines.run import run_local, run_video_local
 
     uri, milvus = resolve_tracking_uri(tracking_uri), resolve_milvus_uri(milvus_uri)
+    if video:
+        _require_champion(cfg, uri)
     try:
-        run_local(text, uri, pipeline_root, input_path=input_path, milvus_uri=milvus)
+        if video:
+            run_video_local(text, uri, pipeline_root, input_path=input_path, milvus_uri=milvus)
+        else:
+            run_local(text, uri, pipeline_root, input_path=input_path, milvus_uri=milvus)
     except RuntimeError as e:
-        raise MRLError(f"pipeline failed: {e} (the step's log above says why); registry aliases and the "
-                       "serving index are unchanged") from None
-    _print_summary(cfg, uri, milvus, pipeline_root)
+        unchanged = "the video index is" if video else "registry aliases and the serving index are"
+        raise MRLError(f"pipeline failed: {e} (the step's log above says why); {unchanged} unchanged") from None
+    if video:
+        _print_video_summary(cfg, milvus, pipeline_root)
+    else:
+        _print_summary(cfg, uri, milvus, pipeline_root)
+
+
+def _require_champion(cfg, tracking_uri: str) -> None:
+    """The video pipeline embeds with the champion and trains nothing: without one, say so before any step runs."""
+    from mrl.registry import aliases
+
+    name = cfg.registry.model_name
+    if aliases(name, tracking_uri).get("champion") is None:
+        raise MRLError(f"ingest.source: video runs the video pipeline, which embeds frames with the champion of "
+                       f"{name}, and {tracking_uri} has none: run the training pipeline first (`mrl pipeline run` "
+                       "with an image source), or set registry.model_name")
+
+
+def _print_video_summary(cfg, milvus_uri: str, pipeline_root: Path) -> None:
+    """The promotion, an example search (a segment's own embedding as the query) and how to search."""
+    from mrl.video.search import open_video_index
+    from pipelines.run import latest_local_output
+
+    record = json.loads(latest_local_output(pipeline_root, "promote-segments-op", "promotion").read_text())
+    typer.echo(f"\nvideo index: alias {cfg.video.collection_prefix} -> {record['collection']} (previous: "
+               f"{record['previous'] or 'none'}): {record['segments']:,} segments, {record['frames']:,} frames, "
+               f"funnel {record['funnel']}, verified recall@{cfg.retrieval.k} {record['verify_recall']:.4f}")
+    index = open_video_index(cfg, milvus_uri, one_shot=True)  # one search: ask Milvus, load nothing in memory
+    segment = next(iter(index.spans))
+    hits, timings = index.search(index.vector_of(segment), 5)
+    typer.echo(f"example search, the moments nearest segment {segment}:")
+    for h in hits:
+        span = f"{h['start_s']:.1f}-{h['end_s']:.1f}s"
+        typer.echo(f"  {h['video_id']:<24} {span:<14} best {h['best_s']:.1f}s  {h['score']:.4f}")
+    typer.echo("  " + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in timings.items()))
+    index.client.close()
+    typer.echo(f"\nsearch the videos: mrl search --videos --image FRAME.png --milvus-uri {milvus_uri}   "
+               "(or --clip CLIP.mp4)")
+    typer.echo(f"search service:    mrl serve --milvus-uri {milvus_uri}   (http://127.0.0.1:8000/docs)")
+    typer.echo(f"pipeline outputs:  {pipeline_root}/")
 
 
 def _print_summary(cfg, tracking_uri: str, milvus_uri: str, pipeline_root: Path) -> None:
@@ -395,12 +551,14 @@ def _print_drift_check(cfg, pipeline_root: Path) -> None:
 @pipeline_app.command("compile")
 @fails_cleanly
 def pipeline_compile(params: ParamsOpt = None, out_dir: Annotated[Path | None, typer.Option(
-        help="directory for training.yaml and drift.yaml (default: pipelines/, the checked-in files)")] = None):
-    """Compile the training and drift pipelines to YAML, with params' cluster section (secrets, volume, GPUs)."""
-    from pipelines import drift, training
+        help="directory for training.yaml, video.yaml and drift.yaml (default: pipelines/, the checked-in files)")] = None):
+    """Compile the training, video and drift pipelines to YAML, with params' cluster section (secrets, volume, GPUs)."""
+    from pipelines import drift, training, video
 
     cluster = load_config(params).cluster
-    for module in (training, drift):
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for module in (training, video, drift):
         path = (out_dir / module.COMPILED.name) if out_dir else module.COMPILED
         typer.echo(f"wrote {module.compile_pipeline(path, cluster)}")
 

@@ -151,6 +151,9 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
     requests = Counter("mrl_search_requests_total", "search requests", ["kind", "status"], registry=registry)
     latency = Histogram("mrl_search_latency_seconds", "search latency", ["stage"], registry=registry)
     query_log = QueryLog(Path(query_log_dir))
+    # Video queries (frames, clips) come from another distribution than the items catalogue: a window of their own,
+    # so that `mrl drift` on the query log compares item queries with the items' reference.
+    video_query_log = QueryLog(Path(query_log_dir) / "videos")
     state: dict[str, Served | None] = {"served": None}
     lock = threading.Lock()
 
@@ -174,6 +177,7 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
             reload()
         yield
         query_log.flush()  # keep the last partial window on shutdown
+        video_query_log.flush()
 
     app = FastAPI(title="mrl search", description=__doc__, lifespan=lifespan)
 
@@ -288,7 +292,7 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
         except ValueError as e:
             requests.labels(kind, "422").inc()
             raise HTTPException(422, str(e)) from None
-        query_log.append(query[None, :])
+        (video_query_log if req.index == "videos" else query_log).append(query[None, :])
         for stage, ms in timings.items():
             latency.labels(stage).observe(ms / 1000)
         total = time.perf_counter() - started

@@ -1,4 +1,5 @@
-"""Validation stage: Great Expectations suites over the dataset artifact and over embedding tables.
+"""Validation stage: Great Expectations suites over the dataset artifact, embedding tables and the video frames and
+segments artifacts.
 
 Fails closed: any failed expectation raises a one-line MRLError naming the failed expectations, after the
 full GX result has been written as JSON. Each suite runs on small derived frames (one row per item, per
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrl.config import ValidationConfig
+from mrl.config import Config, ValidationConfig, VideoConfig
 from mrl.data.artifact import SPLITS, atomic_write, load_dataset
 from mrl.errors import MRLError
 
@@ -178,3 +179,119 @@ def validate_embeddings_table(table_path: str | Path, cfg: ValidationConfig, emb
         expectations.append(gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(cfg.expected_classes)))
     results, failures, evaluated = _run_suites("embeddings", {"rows": (frame, expectations)})
     return _finish("embeddings", str(table_path), results, failures, evaluated, out_path)
+
+
+# --- video artifacts ---------------------------------------------------------------------------------------------
+
+TIME_SLACK_S = 1e-3  # timestamps come from a stream's time base: allow a millisecond of rounding
+MIN_FPS_SHARE = 0.5  # a video sampled at under half of video.fps has lost half its sampling grid
+NORM_TOLERANCE = 1e-3  # segment embeddings are stored normalized (float32)
+
+
+def frames_expectations(fps: float) -> dict[str, list]:
+    """Per frame: times strictly increase within a video, pixels in 0..255. Per video: at least one frame, stored
+    contiguously, the first within one sampling step of 0, the last inside the video, and the observed rate
+    frames / (duration + 1/fps) within [MIN_FPS_SHARE, 1] x fps. Sampling keeps at most one frame per 1/fps step of
+    [0, duration], so at most duration * fps + 1 frames: the rate cannot exceed fps (a denser artifact sampled
+    something else), and an unbroken sampling of even a 0.4 s video stays above fps / 2 (frames / duration would
+    not: 5 frames of a 2.1 s video at 2 fps are 1.19 x fps). Below fps / 2, gaps in the stream, lost frames or a
+    source slower than half the sampling rate."""
+    _, gxe = _gx()
+    return {
+        "frames": [
+            gxe.ExpectColumnValuesToBeBetween(column="t", min_value=0),
+            # dt: seconds since the previous frame of the same video (null for a video's first frame, not checked)
+            gxe.ExpectColumnValuesToBeBetween(column="dt", min_value=0, strict_min=True),
+            gxe.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0, max_value=255),
+            gxe.ExpectColumnValuesToBeBetween(column="pixel_max", min_value=0, max_value=255),
+        ],
+        "videos": [
+            gxe.ExpectColumnValuesToBeUnique(column="video"),
+            gxe.ExpectColumnValuesToBeBetween(column="frames", min_value=1),
+            gxe.ExpectColumnValuesToBeInSet(column="runs", value_set=[1]),  # segments address frames as row ranges
+            gxe.ExpectColumnValuesToBeBetween(column="duration", min_value=0, strict_min=True),
+            gxe.ExpectColumnValuesToBeBetween(column="first_t", max_value=1 / fps + TIME_SLACK_S),
+            gxe.ExpectColumnValuesToBeBetween(column="overrun_s", max_value=TIME_SLACK_S),  # last frame - duration
+            gxe.ExpectColumnValuesToBeBetween(column="observed_fps", min_value=MIN_FPS_SHARE * fps,
+                                              max_value=fps * (1 + 1e-6)),
+        ],
+    }
+
+
+def validate_frames(path: str | Path, cfg: Config | VideoConfig, out_path: str | Path | None = None) -> ValidationReport:
+    """Run the frames suite on an artifact from `mrl ingest --source video` (rates against video.fps)."""
+    from mrl.video.frames import load_frames
+
+    fps = (cfg.video if isinstance(cfg, Config) else cfg).fps
+    f = load_frames(path)  # structural faults (mismatched lengths, undeclared videos) fail here, naming the file
+    video_ids = f.video_ids.astype(str)
+    same_video = np.r_[False, video_ids[1:] == video_ids[:-1]]
+    dt = np.where(same_video, np.r_[np.nan, np.diff(f.times)], np.nan)
+    flat = f.pixels.reshape(len(f.pixels), -1)
+    frames = pd.DataFrame({"video_id": video_ids, "t": f.times, "dt": dt,
+                           "pixel_min": flat.min(axis=1).astype(np.int64), "pixel_max": flat.max(axis=1).astype(np.int64)})
+    # Per video, grouped (not a scan per video: an archive has thousands of videos and millions of frames). A video
+    # without frames gets frames 0 and nulls elsewhere (not checked), so it is reported once, as frames.
+    by_video = frames.assign(run_start=~same_video).groupby("video_id", sort=False)
+    videos = pd.DataFrame({"video": f.videos.astype(str), "duration": f.durations.astype(np.float64)}).join(
+        by_video.agg(frames=("t", "size"), runs=("run_start", "sum"), first_t=("t", "min"), last_t=("t", "max")),
+        on="video")
+    videos["frames"] = videos.frames.fillna(0).astype(np.int64)
+    videos["overrun_s"] = videos.last_t - videos.duration
+    videos["observed_fps"] = (videos.frames / (videos.duration + 1 / fps)).where(
+        (videos.frames > 0) & (videos.duration > 0))
+    expectations = frames_expectations(fps)
+    results, failures, evaluated = _run_suites(
+        "frames", {"frames": (frames, expectations["frames"]), "videos": (videos, expectations["videos"])})
+    return _finish("frames", str(path), results, failures, evaluated, out_path)
+
+
+def segments_expectations(fps: float, videos: list[str]) -> dict[str, list]:
+    """Per segment: unique ids of declared videos, 0 <= start < end <= the video's duration, a normalized, finite
+    embedding and a non-empty frame range. Per video: at least one segment, the first starting within one sampling
+    step of 0 (where its first frame is)."""
+    _, gxe = _gx()
+    return {
+        "segments": [
+            gxe.ExpectColumnValuesToBeUnique(column="id"),
+            gxe.ExpectColumnValuesToBeInSet(column="video_id", value_set=videos),
+            gxe.ExpectColumnValuesToBeBetween(column="start_s", min_value=0),
+            gxe.ExpectColumnValuesToBeBetween(column="length_s", min_value=0, strict_min=True),  # end_s - start_s
+            gxe.ExpectColumnValuesToBeBetween(column="overrun_s", max_value=1e-6),  # end_s - the video's duration
+            gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
+            gxe.ExpectColumnValuesToBeBetween(column="norm", min_value=1 - NORM_TOLERANCE, max_value=1 + NORM_TOLERANCE),
+            gxe.ExpectColumnValuesToBeBetween(column="frames", min_value=1),  # rows of its frame range
+        ],
+        "videos": [
+            gxe.ExpectColumnValuesToBeBetween(column="segments", min_value=1),
+            gxe.ExpectColumnValuesToBeBetween(column="first_start_s", min_value=0, max_value=1 / fps + TIME_SLACK_S),
+        ],
+    }
+
+
+def validate_segments(path: str | Path, out_path: str | Path | None = None) -> ValidationReport:
+    """Run the segments suite on an artifact from `mrl segment` (its sampling rate is in the artifact)."""
+    from mrl.video.scenes import load_segments
+
+    s = load_segments(path)
+    if "fps" not in s.meta:
+        raise MRLError(f"{path}: segments meta has no fps (the frames' sampling rate; written by `mrl segment`)")
+    lengths = {name: len(getattr(s, name)) for name in ("video_ids", "start_s", "end_s", "embeddings", "frame_ranges")}
+    if set(lengths.values()) != {len(s.ids)}:
+        raise MRLError(f"{path}: {len(s.ids)} segment ids, but per-segment arrays of lengths {lengths}")
+    video_ids, videos = s.video_ids.astype(str), s.videos.astype(str)
+    duration = dict(zip(videos, s.durations.astype(np.float64)))
+    ranges = s.frame_ranges.reshape(-1, 2)
+    inside = (ranges[:, 0] >= 0) & (ranges[:, 1] <= len(s.frame_times))
+    segments = pd.DataFrame({"id": s.ids.astype(str), "video_id": video_ids, "start_s": s.start_s,
+                             "length_s": s.end_s - s.start_s,
+                             "overrun_s": s.end_s - np.array([duration.get(v, np.nan) for v in video_ids]),
+                             "frames": np.where(inside, ranges[:, 1] - ranges[:, 0], 0)}
+                            | _vector_rows(s.embeddings))
+    per_video = pd.DataFrame({"video": videos}).join(
+        segments.groupby("video_id").agg(segments=("id", "size"), first_start_s=("start_s", "min")), on="video")
+    per_video["segments"] = per_video.segments.fillna(0).astype(np.int64)
+    expectations = segments_expectations(float(s.meta["fps"]), list(videos))
+    results, failures, evaluated = _run_suites(
+        "segments", {"segments": (segments, expectations["segments"]), "videos": (per_video, expectations["videos"])})
+    return _finish("segments", str(path), results, failures, evaluated, out_path)

@@ -1,10 +1,11 @@
-"""Run the training pipeline: locally with kfp.local (default) or on a Kubeflow Pipelines cluster."""
+"""Run the training or video pipeline: locally with kfp.local (default) or on a Kubeflow Pipelines cluster."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from pipelines import drift as drift_pipelines
+from pipelines import video as video_pipelines
 from pipelines.training import COMPILED, training_pipeline
 
 
@@ -21,16 +22,32 @@ def run_local(params_yaml: str, tracking_uri: str, pipeline_root: Path, source: 
     return str(task.output)
 
 
+def run_video_local(params_yaml: str, tracking_uri: str, pipeline_root: Path, input_path: str = "",
+                    milvus_uri: str = "") -> str:
+    """The video pipeline on kfp.local; returns the promoted segments collection. Raises RuntimeError naming the
+    failed task, as run_local."""
+    from kfp import local
+
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()))
+    task = video_pipelines.video_pipeline(params_yaml=params_yaml, input_path=input_path, tracking_uri=tracking_uri,
+                                          milvus_uri=milvus_uri)
+    return str(task.output)
+
+
 def submit(host: str, params_yaml: str, tracking_uri: str = "", experiment: str = "mrl", source: str = "",
-           input_path: str = "", milvus_uri: str = "", package: Path = COMPILED) -> str:
-    """Submit the compiled pipeline YAML to a KFP cluster; returns the run id."""
+           input_path: str = "", milvus_uri: str = "", package: Path | None = None, video: bool = False) -> str:
+    """Submit a compiled pipeline YAML (default: the training pipeline's, or with `video` the video pipeline's) to a
+    KFP cluster; returns the run id."""
     import kfp
 
-    run = kfp.Client(host=host).create_run_from_pipeline_package(
-        str(package), experiment_name=experiment,
-        arguments={"params_yaml": params_yaml, "tracking_uri": tracking_uri, "source": source, "input_path": input_path,
-                   "milvus_uri": milvus_uri},
-    )
+    arguments = {"params_yaml": params_yaml, "tracking_uri": tracking_uri, "input_path": input_path,
+                 "milvus_uri": milvus_uri}
+    if not video:
+        arguments["source"] = source  # the video pipeline has no source: it reads videos
+    package = package or (video_pipelines.COMPILED if video else COMPILED)
+    run = kfp.Client(host=host).create_run_from_pipeline_package(str(package), experiment_name=experiment,
+                                                                 arguments=arguments)
     return run.run_id
 
 

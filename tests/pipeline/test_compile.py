@@ -6,7 +6,7 @@ import yaml
 
 from mrl.config import ClusterConfig
 from mrl.errors import MRLError
-from pipelines import drift, training
+from pipelines import drift, training, video
 
 
 def documents(path) -> list[dict]:
@@ -16,17 +16,19 @@ def documents(path) -> list[dict]:
 
 STEPS = {"training": {"ingest", "validate", "train", "evaluate", "register", "plan-promotion", "shard-list", "insert-shard",
                       "finish-promotion", "dataset-drift"},
+         "video": {"ingest-videos", "validate-frames", "segment-videos", "validate-segments", "promote-segments"},
          "drift": {"drift", "retrain"}}
+PIPELINES = [("training", training), ("video", video), ("drift", drift)]
 
 
-@pytest.mark.parametrize("module", [training, drift], ids=["training", "drift"])
+@pytest.mark.parametrize("module", [m for _, m in PIPELINES], ids=[n for n, _ in PIPELINES])
 def test_pipeline_compiles_to_the_checked_in_yaml(module, tmp_path):
     fresh = module.compile_pipeline(tmp_path / module.COMPILED.name)
     assert documents(fresh) == documents(module.COMPILED), \
         f"pipelines/{module.COMPILED.name} is stale: run `mrl pipeline compile` and commit it"
 
 
-@pytest.mark.parametrize("name, module", [("training", training), ("drift", drift)])
+@pytest.mark.parametrize("name, module", PIPELINES)
 def test_every_step_runs_in_the_project_image_without_installs(name, module):
     executors = documents(module.COMPILED)[0]["deploymentSpec"]["executors"]
     assert set(executors) == {f"exec-{s}-op" for s in STEPS[name]}
@@ -40,7 +42,7 @@ def platform(spec_path) -> dict:
     return documents(spec_path)[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
-@pytest.mark.parametrize("name, module", [("training", training), ("drift", drift)])
+@pytest.mark.parametrize("name, module", PIPELINES)
 def test_every_step_gets_the_secrets_and_the_data_volume(name, module):
     executors = platform(module.COMPILED)
     assert set(executors) == {f"exec-{s}-op" for s in STEPS[name]}

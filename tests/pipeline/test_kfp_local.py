@@ -6,9 +6,18 @@ import mlflow
 import numpy as np
 import pytest
 from helpers import SMALL_PARAMS, small_params
+from typer.testing import CliRunner
 
-from mrl.registry import aliases
+from mrl.cli import app
+from mrl.config import parse_params
+from mrl.evaluate import evaluate
+from mrl.ingest import ingest
+from mrl.registry import aliases, register_model
 from mrl.retrieval import milvus_index as mi
+from mrl.tracking import log_training_run
+from mrl.train import train
+from mrl.video.scenes import load_segments
+from mrl.video.synth import generate_corpus
 from pipelines.run import latest_local_output, run_drift_local, run_local
 
 
@@ -63,3 +72,52 @@ def test_bad_data_stops_the_pipeline_before_training(raw_dir, tmp_path):
                   milvus_uri=str(tmp_path / "milvus.db"))
     assert latest_local_output(root, "train-op", "model") is None
     assert aliases("fashion-mnist-mrl", uri) == {"champion": None, "challenger": None}
+
+
+@pytest.fixture
+def champion(raw_dir, tmp_path):
+    """A tiny model trained on raw_dir, registered as the champion in a fresh MLflow; returns the tracking URI."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = parse_params(small_params(raw_dir))
+    data = ingest("fashion_mnist", raw_dir, tmp_path / "ds.npz", cfg.ingest).path
+    model = train(cfg, data, tmp_path / "m.pt", log=lambda _: None).path
+    evaluate(model, data, cfg.evaluate, tmp_path / "m.json")
+    register_model(log_training_run(model, tmp_path / "m.json", None, uri), cfg.registry.model_name, uri)
+    mlflow.MlflowClient(uri).set_registered_model_alias(cfg.registry.model_name, "champion", "1")
+    return uri
+
+
+def test_video_pipeline_ingests_validates_segments_and_promotes(raw_dir, champion, tmp_path):
+    videos = tmp_path / "videos"
+    generate_corpus(videos, 2, mean_video_s=8, fashion_mnist_dir=raw_dir, seed=1, continuous_share=0,
+                    scene_s=(2.0, 4.0), progress=False)
+    params = tmp_path / "params.yaml"
+    params.write_text(small_params(raw_dir, ingest={"source": "video", "input": str(videos)}))
+    root, milvus = tmp_path / "kfp", str(tmp_path / "milvus.db")
+    # `mrl pipeline run` picks the video pipeline from ingest.source, runs it on kfp.local and searches the result.
+    result = CliRunner().invoke(app, ["pipeline", "run", "--params", str(params), "--tracking-uri", champion,
+                                      "--milvus-uri", milvus, "--pipeline-root", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "video index: alias videos -> videos_v1" in result.output and "example search" in result.output
+    assert "mrl search --videos --image" in result.output
+
+    for step in ("validate-frames-op", "validate-segments-op"):
+        assert json.loads(latest_local_output(root, step, "result").read_text())["success"] is True
+    record = json.loads(latest_local_output(root, "promote-segments-op", "promotion").read_text())
+    segments = load_segments(latest_local_output(root, "segment-videos-op", "segments"))
+    assert record["collection"] == "videos_v1" and record["previous"] is None
+    assert record["segments"] == len(segments) > 2 and record["frames"] == len(segments.frame_times)
+    assert segments.meta["model_version"] == "1" and sorted(segments.videos) == ["v00000.mp4", "v00001.mp4"]
+    client = mi.connect(milvus)
+    assert mi.alias_target(client, "videos") == "videos_v1"
+    client.close()
+
+
+def test_video_pipeline_without_a_champion_stops_before_any_step(raw_dir, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(small_params(raw_dir, ingest={"source": "video", "input": str(tmp_path / "videos")}))
+    result = CliRunner().invoke(app, ["pipeline", "run", "--params", str(params), "--tracking-uri",
+                                      f"sqlite:///{tmp_path / 'mlflow.db'}", "--milvus-uri", str(tmp_path / "m.db"),
+                                      "--pipeline-root", str(tmp_path / "kfp")])
+    assert result.exit_code == 2 and "run the training pipeline first" in result.output
+    assert not (tmp_path / "kfp").exists()
