@@ -201,7 +201,7 @@ class VideoConfig(_Section):
     segmenter: Literal["cuts", "windows"] = "cuts"
     scene_dim: int = Field(0, ge=0)  # prefix compared; 0 = the smallest nesting dim the evaluation rates good enough
     scene_dim_quality: float = Field(0.95, gt=0, le=1)  # good enough: registry.primary_metric >= this x full dim's
-    cut_threshold: float = Field(0.95, ge=-1, le=1)  # cosine; see bench/results/video.md for the sweep
+    cut_threshold: float = Field(0.97, ge=-1, le=1)  # cosine; the best of the sweep in bench/results/video.md
     min_scene_s: float = Field(1.0, ge=0)  # shorter scenes are merged into their neighbour
     max_scene_s: float = Field(30.0, gt=0)  # longer scenes are split evenly
     window_s: float = Field(4.0, gt=0)  # windows: length

@@ -142,9 +142,9 @@ def promote_segments(cfg: Config, segments_path: str | Path, milvus_uri: str | N
 
 def verify_segments(client, cfg: Config, name: str, segments: Segments, backend: str,
                     log: Callable[[str], None]) -> float:
-    """Row counts of both collections, then recall@k of sample segments through the serving path against exact
-    search over the artifact (each query's own segment left out of both)."""
-    from mrl.video.search import VideoIndex
+    """Row counts of both collections, then recall@k of sample segments through the serving backend's funnel (stages
+    1-2; the frames are not read) against exact search over the artifact (each query's own segment left out of both)."""
+    from mrl.retrieval.serving import open_index
 
     for collection, expected in ((name, len(segments)), (frames_collection(name), len(segments.frame_times))):
         rows = mi.row_count(client, collection)
@@ -155,11 +155,11 @@ def verify_segments(client, cfg: Config, name: str, segments: Segments, backend:
     queries = segments.embeddings[sample]
     k = min(rc.k, len(segments) - 1)
     top = exact_search(segments.embeddings, queries, k + 1)
-    index = VideoIndex(client, name, cfg, backend, log)
+    funnel = open_index(client, name, rc, backend, log)
     recalls = []
     for q, own, truth_rows in zip(queries, segments.ids[sample], top.indices):
         truth = [segments.ids[r] for r in truth_rows if segments.ids[r] != own][:k]
-        hits, _ = index.funnel.search(q[None, :], k + 1)
+        hits, _ = funnel.search(q[None, :], k + 1)
         found = [h["id"] for h in hits[0] if h["id"] != own][:k]
         recalls.append(len(set(found) & set(truth)) / max(k, 1))
     recall = float(np.mean(recalls))
