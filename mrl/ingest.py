@@ -9,6 +9,7 @@ from typing import Literal
 from mrl.config import IngestConfig
 from mrl.data.artifact import save_dataset
 from mrl.data.readers import read_embeddings_table, read_fashion_mnist, read_image_folder
+from mrl.errors import MRLError
 
 Source = Literal["fashion_mnist", "image_folder", "embeddings"]
 
@@ -34,6 +35,9 @@ def ingest(source: Source, input_path: str | Path, output_path: str | Path, cfg:
         ds = read_image_folder(input_path, cfg)
     elif source == "embeddings":
         ds = read_embeddings_table(input_path, cfg)
+    elif source == "video":
+        raise MRLError("ingest.source: video makes a frames artifact for the video index (`mrl ingest --source video`,"
+                       " the mrl-video pipeline), not a training dataset; train on images, then index the videos")
     else:
         raise ValueError(f"unknown source {source!r}")
     path = save_dataset(ds, output_path)

@@ -29,7 +29,7 @@ from mrl.video.scenes import Segments, load_segments, thumbnail_png
 
 FRAMES_SUFFIX = "_frames"
 SEGMENT_FIELDS = {"start_s": "float", "end_s": "float", "thumbnail": "text"}
-MIN_SEGMENTS_TO_CHOOSE = 200  # fewer: exact full-dim search (a funnel saves nothing there, and k0 would exceed it)
+MIN_SEGMENTS_TO_CHOOSE = 200  # fewer: one full-dim search (a funnel saves nothing there, and k0 would exceed it)
 
 
 def frames_collection(name: str) -> str:
@@ -73,7 +73,7 @@ def choose_segment_funnel(cfg: Config, segments: Segments, nesting_dims: list[in
     rc = cfg.retrieval
     n = len(segments)
     if n < MIN_SEGMENTS_TO_CHOOSE:
-        log(f"{n} segments: exact full-dim search (a funnel is chosen from {MIN_SEGMENTS_TO_CHOOSE} segments up)")
+        log(f"{n} segments: one full-dim search, no funnel (a funnel is chosen from {MIN_SEGMENTS_TO_CHOOSE} segments up)")
         return None, Funnel(nesting_dims[-1], rc.k)
     held_out = np.random.default_rng(0).permutation(n)[: min(rc.max_queries, n // 5)]
     searched = np.delete(segments.embeddings, held_out, axis=0)
