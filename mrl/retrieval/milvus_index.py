@@ -47,6 +47,9 @@ def connect(uri: str | None = None, lock_wait_s: float = 300.0):
     # client handles), and pymilvus logs each failed RPC before raising it: keep both out of users' logs.
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    # Milvus Lite logs each embedded server's start and stop at INFO, the stop from an atexit hook: after pytest (or
+    # any host) has closed its streams, that line turns into a "Logging error" traceback.
+    logging.getLogger("milvus_lite").setLevel(logging.WARNING)
     uri = resolve_milvus_uri(uri)
     deadline = time.monotonic() + lock_wait_s
     while True:
