@@ -161,6 +161,9 @@ class VideoIndex:
         return hits, timings
 
     def vector_of(self, segment_id: str) -> np.ndarray:
+        """The stored embedding of a segment; MRLError if the id is unknown."""
+        if segment_id not in self.spans:
+            raise MRLError(f"unknown segment id {segment_id!r} in {self.name}")
         return self.funnel.vector_of(segment_id)
 
     def thumbnail(self, segment_id: str) -> bytes:
