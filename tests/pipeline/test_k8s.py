@@ -16,6 +16,8 @@ import pytest
 import yaml
 from helpers import REPO
 
+from mrl.retrieval.milvus_index import MIN_SERVER_VERSION
+
 KUBE_VERSION = "1.30"  # the oldest Kubernetes these manifests target (podFailurePolicy, autoscaling/v2)
 OVERLAYS = {"dev": "mrl-dev", "prod": "mrl"}  # overlay -> namespace
 MRL_IMAGE = "ghcr.io/mrl-platform/mrl"
@@ -129,6 +131,10 @@ def test_milvus_custom_resource(overlay, mode):
     assert spec["mode"] == mode
     components = spec["components"]
     assert set(components) <= GLOBAL_COMPONENT_FIELDS | CLUSTER_COMPONENTS | {"standalone"}
+    # The image is pinned to the Milvus server the integration test runs (pyproject's dev extra), which mrl accepts.
+    tested = re.search(r'"milvus==([\d.]+)"', (REPO / "pyproject.toml").read_text()).group(1)
+    assert components["image"] == f"milvusdb/milvus:v{tested}"
+    assert tuple(int(x) for x in tested.split(".")[:2]) >= MIN_SERVER_VERSION
     assert {"requests", "limits"} <= set(components["resources"])
     cluster_parts = CLUSTER_COMPONENTS & set(components)
     if mode == "cluster":
