@@ -22,7 +22,8 @@ $(VENV)/.installed: pyproject.toml
 data:
 	@bash scripts/get-fashion-mnist.sh "$(FASHION_MNIST_DIR)"
 
-# The main job: the training pipeline on kfp.local (ingest -> validate -> train -> evaluate -> register + gate).
+# The main job: the training pipeline on kfp.local (ingest -> validate -> train -> evaluate -> register + gate ->
+# promote the index -> drift check of the held-out split).
 demo: install data
 	$(MRL) pipeline run --params params.yaml --input $(FASHION_MNIST_DIR)
 
@@ -37,7 +38,8 @@ test: install
 lint: install
 	$(BIN)/ruff check mrl components pipelines tests bench
 
-# The paper's comparison (MRL, MRL-E, FF, SVD at every dim); about 30 min on 2 cores. Not part of the tests.
+# The paper's comparison (MRL, MRL-E, FF, SVD at every dim); about an hour on 2 cores (62 min measured). Not part of
+# the tests.
 bench-quality: install data
 	$(BIN)/python bench/quality.py --data-dir $(FASHION_MNIST_DIR) --out bench/results/quality.md
 
@@ -46,7 +48,7 @@ compile: install
 
 # 1M real embeddings (augmented Fashion-MNIST, cached under artifacts/bench/): exact scan, HNSW on the full vectors,
 # PCA + HNSW, and the MRL funnel with float32/int8/binary shortlists; needs a trained model (default: the newest
-# from `make demo`). About 40 min on 2 cores the first time (embedding 1M images), less with the cache.
+# from `make demo`). About 30 min on 2 cores the first time (embedding 1M images: ~18 min), 11 min with the cache.
 MODEL ?= $(lastword $(sort $(wildcard $(ARTIFACTS)/kfp/mrl-training-*/train-op/model)))
 bench-retrieval: install data
 	@test -n "$(MODEL)" || { echo "error: no trained model; run make demo first or pass MODEL=path/to/model.pt" >&2; exit 2; }

@@ -148,7 +148,7 @@ def register_run(model_path: str | Path, metrics_path: str | Path, plot_path: st
 
 def register_and_promote(model_path: str | Path, metrics_path: str | Path, plot_path: str | Path | None,
                          cfg: RegistryConfig, tracking_uri: str | None = None) -> tuple[Registration, GateDecision]:
-    """The pipeline's last step: log the run, register a version, gate it, and only when it passes move
+    """The pipeline's register step: log the run, register a version, gate it, and only when it passes move
     both aliases to it. A refusal (MRLError) or any failure leaves `challenger` and `champion` as they were."""
     registration = register_run(model_path, metrics_path, plot_path, cfg, tracking_uri, set_challenger=False)
     decision = promote_if_better(cfg.model_name, cfg, registration.version, tracking_uri)

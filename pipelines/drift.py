@@ -1,5 +1,6 @@
 """Drift-monitoring pipeline: check the service's query-log window against the served collection's reference;
-on drift, start drift.on_drift (retraining). Meant to run as a KFP recurring run (`mrl pipeline schedule-drift`)."""
+on drift, start drift.on_drift (retraining). Meant to run as a KFP recurring run
+(`mrl pipeline drift --host URL --cron ...`)."""
 
 from pathlib import Path
 

@@ -9,6 +9,15 @@ from pipelines import video as video_pipelines
 from pipelines.training import COMPILED, training_pipeline
 
 
+def kfp_client(host: str):
+    """A KFP API client; $KFP_TOKEN, when set, is sent as the bearer token (clusters behind an auth proxy)."""
+    import os
+
+    import kfp
+
+    return kfp.Client(host=host, existing_token=os.environ.get("KFP_TOKEN") or None)
+
+
 def run_local(params_yaml: str, tracking_uri: str, pipeline_root: Path, source: str = "", input_path: str = "",
               milvus_uri: str = "") -> str:
     """Run every step as a subprocess in this environment; returns the promoted model version.
@@ -39,14 +48,13 @@ def submit(host: str, params_yaml: str, tracking_uri: str = "", experiment: str 
            input_path: str = "", milvus_uri: str = "", package: Path | None = None, video: bool = False) -> str:
     """Submit a compiled pipeline YAML (default: the training pipeline's, or with `video` the video pipeline's) to a
     KFP cluster; returns the run id."""
-    import kfp
 
     arguments = {"params_yaml": params_yaml, "tracking_uri": tracking_uri, "input_path": input_path,
                  "milvus_uri": milvus_uri}
     if not video:
         arguments["source"] = source  # the video pipeline has no source: it reads videos
     package = package or (video_pipelines.COMPILED if video else COMPILED)
-    run = kfp.Client(host=host).create_run_from_pipeline_package(str(package), experiment_name=experiment,
+    run = kfp_client(host).create_run_from_pipeline_package(str(package), experiment_name=experiment,
                                                                  arguments=arguments)
     return run.run_id
 
@@ -67,9 +75,8 @@ def run_drift_local(params_yaml: str, current_path: str, pipeline_root: Path, tr
 def schedule_drift(host: str, params_yaml: str, cron: str, current_path: str = "", experiment: str = "mrl",
                    tracking_uri: str = "", milvus_uri: str = "", package: Path = drift_pipelines.COMPILED) -> str:
     """Create a KFP recurring run of the compiled drift pipeline (cron has six fields: seconds first)."""
-    import kfp
 
-    client = kfp.Client(host=host)
+    client = kfp_client(host)
     experiment_id = client.create_experiment(experiment).experiment_id
     arguments = {"params_yaml": params_yaml, "tracking_uri": tracking_uri, "milvus_uri": milvus_uri}
     if current_path:
