@@ -395,6 +395,8 @@ def serve(
     host: Annotated[str, typer.Option(help="bind address (default: this machine only)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     query_log_dir: Annotated[Path, typer.Option(help="rolling window of query embeddings")] = Path("artifacts/query_log"),
+    query_log_max_age: Annotated[float, typer.Option(min=0.1, help="seconds before buffered queries are written, "
+                                                     "however few")] = 60.0,
     no_model: Annotated[bool, typer.Option("--no-model", help="skip loading the model (image search off)")] = False,
     access_log: Annotated[bool, typer.Option(help="log every request (costs ~5% of throughput; /metrics counts "
                                              "them anyway)")] = False,
@@ -412,7 +414,8 @@ def serve(
     from mrl.serve import create_app
 
     cfg = load_config(params, set_ or [])
-    app = create_app(cfg, milvus_uri, tracking_uri, query_log_dir, load_model=not no_model)
+    app = create_app(cfg, milvus_uri, tracking_uri, query_log_dir, load_model=not no_model,
+                     query_log_max_age_s=query_log_max_age)
     uvicorn.run(app, host=host, port=port, access_log=access_log)
 
 

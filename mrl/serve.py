@@ -8,6 +8,7 @@ unset). Query embeddings go to a rolling window of .npy files for drift monitori
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -60,18 +61,31 @@ class SearchRequest(BaseModel):
 
 
 class QueryLog:
-    """Rolling window of query embeddings: files of up to `rows_per_file` rows, the newest `max_files` kept."""
+    """Rolling window of query embeddings: files of up to `rows_per_file` rows, the newest `max_files` kept. A partial
+    file is also written once its oldest row is `max_age_s` old (checked on every append, and every few seconds by
+    the service), so a quiet replica still produces a window and a killed one loses at most that much."""
 
-    def __init__(self, directory: Path, rows_per_file: int = 1000, max_files: int = 20):
-        self.directory, self.rows_per_file, self.max_files = directory, rows_per_file, max_files
+    def __init__(self, directory: Path, rows_per_file: int = 1000, max_files: int = 20, max_age_s: float = 60.0):
+        self.directory, self.rows_per_file, self.max_files, self.max_age_s = directory, rows_per_file, max_files, max_age_s
         self._buffer: list[np.ndarray] = []
+        self._first_at = 0.0  # monotonic time of the oldest buffered row
         self._lock = threading.Lock()
 
     def append(self, vectors: np.ndarray) -> None:
         with self._lock:
+            if not self._buffer:
+                self._first_at = time.monotonic()
             self._buffer.extend(np.atleast_2d(vectors).astype(np.float32))
-            if len(self._buffer) >= self.rows_per_file:
+            if len(self._buffer) >= self.rows_per_file or self._stale():
                 self._flush()
+
+    def flush_if_stale(self) -> None:
+        with self._lock:
+            if self._stale():
+                self._flush()
+
+    def _stale(self) -> bool:
+        return bool(self._buffer) and time.monotonic() - self._first_at >= self.max_age_s
 
     def flush(self) -> None:
         with self._lock:
@@ -143,17 +157,18 @@ def decode_image(data: str, item_shape: list[int]) -> np.ndarray:
 
 
 def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | None = None,
-               query_log_dir: str | Path = "artifacts/query_log", load_model: bool = True, client=None) -> FastAPI:
+               query_log_dir: str | Path = "artifacts/query_log", load_model: bool = True, client=None,
+               query_log_max_age_s: float = 60.0) -> FastAPI:
     import faiss
 
     faiss.omp_set_num_threads(1)  # one query per request: parallelism comes from requests, not OpenMP threads
     registry = CollectorRegistry()
     requests = Counter("mrl_search_requests_total", "search requests", ["kind", "status"], registry=registry)
     latency = Histogram("mrl_search_latency_seconds", "search latency", ["stage"], registry=registry)
-    query_log = QueryLog(Path(query_log_dir))
+    query_log = QueryLog(Path(query_log_dir), max_age_s=query_log_max_age_s)
     # Video queries (frames, clips) come from another distribution than the items catalogue: a window of their own,
     # so that `mrl drift` on the query log compares item queries with the items' reference.
-    video_query_log = QueryLog(Path(query_log_dir) / "videos")
+    video_query_log = QueryLog(Path(query_log_dir) / "videos", max_age_s=query_log_max_age_s)
     state: dict[str, Served | None] = {"served": None}
     lock = threading.Lock()
 
@@ -175,7 +190,16 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
     async def lifespan(_app):
         with contextlib.suppress(MRLError):  # no index yet: /readyz says 503 and the next request retries
             reload()
+
+        async def flush_stale_logs():
+            while True:
+                await asyncio.sleep(min(5.0, query_log_max_age_s))
+                query_log.flush_if_stale()
+                video_query_log.flush_if_stale()
+
+        flusher = asyncio.create_task(flush_stale_logs())
         yield
+        flusher.cancel()
         query_log.flush()  # keep the last partial window on shutdown
         video_query_log.flush()
 
@@ -292,7 +316,8 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
         except ValueError as e:
             requests.labels(kind, "422").inc()
             raise HTTPException(422, str(e)) from None
-        (video_query_log if req.index == "videos" else query_log).append(query[None, :])
+        if kind != "id":  # a search by id repeats a catalogue vector: it would dilute the drift window
+            (video_query_log if req.index == "videos" else query_log).append(query[None, :])
         for stage, ms in timings.items():
             latency.labels(stage).observe(ms / 1000)
         total = time.perf_counter() - started

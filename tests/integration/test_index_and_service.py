@@ -3,6 +3,7 @@
 import base64
 import functools
 import io
+import time
 
 import mlflow
 import numpy as np
@@ -268,12 +269,41 @@ def test_health_readiness_metrics_and_query_log(service):
         assert ready["items"] == 320 and ready["bytes_per_item"] >= 32
     for _ in range(3):
         http.post("/search", json={"id": "fmnist-test-00001"})
+    for _ in range(2):
+        http.post("/search", json={"vector": [0.25] * 16})
     metrics = http.get("/metrics").text
     assert 'mrl_search_requests_total{kind="id",status="200"} 3.0' in metrics
     assert "mrl_search_latency_seconds_bucket" in metrics
-    http.__exit__(None, None, None)  # the log flushes at shutdown, or every 1000 rows
+    http.__exit__(None, None, None)  # the log flushes at shutdown, every 1000 rows, or when a minute old
     logged = np.concatenate([np.load(p) for p in sorted(qlog.glob("queries-*.npy"))])
-    assert logged.shape == (3, 16)
+    assert logged.shape == (2, 16)  # the external queries only: a search by id repeats a catalogue vector
+
+
+def test_the_query_log_writes_a_quiet_window_once_it_is_old(tmp_path):
+    from mrl.serve import QueryLog
+
+    log = QueryLog(tmp_path / "qlog", max_age_s=0.2)
+    log.append(np.ones((2, 4)))
+    log.flush_if_stale()
+    assert not list((tmp_path / "qlog").glob("*.npy"))  # young: still buffered
+    time.sleep(0.3)
+    log.flush_if_stale()
+    assert np.load(next((tmp_path / "qlog").glob("queries-*.npy"))).shape == (2, 4)
+
+
+def test_the_service_writes_a_quiet_replicas_queries_without_a_shutdown(setup, milvus, tmp_path):
+    from mrl.serve import create_app
+
+    client, uri = milvus
+    promote(setup, client, "1", uri=uri)
+    app = create_app(setup["cfg"], uri, setup["uri"], tmp_path / "qlog", load_model=False, client=client,
+                     query_log_max_age_s=0.2)
+    with TestClient(app) as http:
+        assert http.post("/search", json={"vector": [0.25] * 16}).status_code == 200
+        deadline = time.monotonic() + 10
+        while not list((tmp_path / "qlog").glob("queries-*.npy")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(np.load(next((tmp_path / "qlog").glob("queries-*.npy")))) == 1  # written while still serving
 
 
 def test_admin_reload_needs_the_token_and_picks_up_a_new_index(service, setup):
