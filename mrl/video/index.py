@@ -11,7 +11,6 @@ as for items, held-out segments querying the rest.
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +61,8 @@ def insert_frames(client, name: str, video_ids: np.ndarray, times: np.ndarray, e
 
 def next_collection(client, alias: str) -> str:
     """<alias>_v<n + 1> after the newest existing <alias>_v<n> (frames companions do not count)."""
-    numbers = [int(m.group(1)) for n in mi.versioned_collections(client, alias) if (m := re.search(r"_v(\d+)$", n))]
-    return f"{alias}_v{max(numbers, default=0) + 1}"
+    names = mi.versioned_collections(client, alias)  # oldest first, each named <alias>_v<n>
+    return f"{alias}_v{int(names[-1].rsplit('_v', 1)[1]) + 1 if names else 1}"
 
 
 def choose_segment_funnel(cfg: Config, segments: Segments, nesting_dims: list[int], backend: str,
