@@ -31,7 +31,10 @@ demo: install data
 repro: install data
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
+# The browser test needs Debian's chromium and chromium-driver: installed here when missing, as `make demo` installs
+# Fashion-MNIST.
 test: install
+	@bash scripts/get-chromium.sh
 	$(BIN)/ruff check mrl components pipelines tests bench
 	$(BIN)/pytest -q
 

@@ -143,6 +143,12 @@ class RetrievalConfig(_Section):
     # milvus for a server URL.
     serve_backend: Literal["auto", "memory", "milvus"] = "auto"
     rerank_dtype: Literal["float16", "float32"] = "float16"  # memory backend: storage of the full vectors
+    # Image items' PNG thumbnails stored in the collection (~500 bytes each at 28x28; at most 96 px wide), served at
+    # GET /items/{id}/thumbnail for the search page.
+    thumbnails: bool = True
+    # The search page's funnel explorer (POST /search with "funnel" or "exact"; memory backend only): any d0/k0 and
+    # exact full-dim search, on a float32 copy of the catalogue built at the first such request (N x D x 4 bytes).
+    explorer: bool = True
 
     @model_validator(mode="after")
     def _check_binary_dims(self) -> RetrievalConfig:

@@ -16,6 +16,7 @@ import numpy as np
 from mrl import drift
 from mrl.config import Config
 from mrl.data import load_dataset
+from mrl.data.thumbnails import item_thumbnails
 from mrl.errors import MRLError
 from mrl.progress import progress
 from mrl.registry import CHAMPION, alias_version
@@ -227,11 +228,16 @@ def plan_promotion(cfg: Config, data_path: str | Path, tracking_uri: str | None,
                              tracking_uri, log)
         info = mi.CollectionInfo(name, cfg.registry.model_name, champion.version, chosen.funnel,
                                  champion.nesting_dims, rc.k, current)
-        mi.create_collection(client, info, embeddings.shape[1], rc.index_type, rc.hnsw_m, rc.hnsw_ef_construction)
+        mi.create_collection(client, info, embeddings.shape[1], rc.index_type, rc.hnsw_m, rc.hnsw_ef_construction,
+                             {"thumbnail": "text"} if stores_thumbnails(cfg, ds) else None)
     except BaseException:
         abandon_promotion(cfg, plan, milvus_uri)
         raise
     return plan
+
+
+def stores_thumbnails(cfg: Config, ds) -> bool:
+    return cfg.retrieval.thumbnails and ds.kind == "images"
 
 
 def shard_rows(n: int, shard: int, shards: int) -> np.ndarray:
@@ -255,8 +261,13 @@ def insert_shard(cfg: Config, plan: Plan, data_path: str | Path, tracking_uri: s
     labels = [str(ds.classes[i]) if i >= 0 else "" for i in ds.labels[rows]]
     client = mi.connect(milvus_uri)
     bar = progress(None, f"inserting into {plan.collection}", "row", total=len(rows))
+    extra = None
+    if stores_thumbnails(cfg, ds):
+        bar = progress(None, "thumbnails", "image", total=len(rows))
+        extra = {"thumbnail": item_thumbnails(ds.x[rows], bar.update)}
+        bar.close()
     mi.insert_rows(client, plan.collection, ds.ids[rows], labels, embeddings, plan.funnel.funnel.d0, rc.insert_batch,
-                   bar.update)
+                   bar.update, extra)
     bar.close()
     top = exact_search(embeddings, queries, min(rc.k + 1, len(rows)))  # + 1: the query itself, dropped later
     return {"ids": ds.ids[rows][top.indices].tolist(), "scores": top.scores.tolist()}

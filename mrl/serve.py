@@ -1,7 +1,9 @@
 """The search service: funnel search over the promoted Milvus index, behind FastAPI.
 
 POST /search (by vector, item id or image; with `"index": "videos"` also by clip or segment id, over the video
-segments index: moments with video id, span, best frame time and a thumbnail URL), GET /thumbnails/{segment_id},
+segments index: moments with video id, span, best frame time and a thumbnail URL; with `funnel`/`exact` the
+explorer: any shortlist d0@k0 and exact search side by side), GET /items/{id}/thumbnail and
+/thumbnails/{segment_id} (PNGs stored at promotion), the search page at /, /docs and /redoc (served offline),
 /healthz, /readyz, /metrics (Prometheus), and POST /admin/reload (bearer token from $MRL_ADMIN_TOKEN; disabled when
 unset). Query embeddings go to a rolling window of .npy files for drift monitoring.
 """
@@ -26,16 +28,24 @@ from urllib.parse import quote
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field, model_validator
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from mrl.config import Config
 from mrl.errors import MRLError
 
 ADMIN_TOKEN_ENV = "MRL_ADMIN_TOKEN"
 MAX_K = 100
+MAX_K0 = 10_000
+PAGE = Path(__file__).parent / "web" / "index.html"  # the search page at /
+
+
+class FunnelOverride(BaseModel):
+    d0: int = Field(description="shortlist prefix: one of the model's nesting dims")
+    k0: int = Field(description=f"shortlist size, k..{MAX_K0}")
 
 
 class SearchRequest(BaseModel):
@@ -49,6 +59,9 @@ class SearchRequest(BaseModel):
     one_per_video: bool | None = Field(None, description="videos: at most one hit per video [video.one_per_video]")
     merge_gap_s: float | None = Field(None, ge=0, description="videos: merge hits of one video less than this many "
                                                               "seconds apart [video.merge_gap_s]")
+    funnel: FunnelOverride | None = Field(None, description="explorer (items, memory backend): search with this "
+                                                            "shortlist instead of the served funnel; not logged")
+    exact: bool = Field(False, description="explorer: also return exact full-dim top-k, its time and the recall")
 
     @model_validator(mode="after")
     def _exactly_one_query(self) -> SearchRequest:
@@ -57,6 +70,8 @@ class SearchRequest(BaseModel):
             raise ValueError(f"give exactly one of vector, id, image, clip (got {given or 'none'})")
         if self.clip is not None and self.index != "videos":
             raise ValueError('clip: searches the videos; set "index": "videos"')
+        if (self.funnel is not None or self.exact) and self.index != "items":
+            raise ValueError("funnel, exact: the explorer searches the items index only")
         return self
 
 
@@ -111,6 +126,7 @@ class Served:
     encoder: object | None  # torch module for image queries (None: image search disabled)
     item_shape: list[int]
     videos: object | None = None  # VideoIndex (mrl.video.search); None: no video alias
+    thumbnails: object | None = None  # mrl.retrieval.milvus_index.Thumbnails of the items collection
 
     @property
     def model_version(self) -> str:
@@ -138,7 +154,8 @@ def _load(cfg: Config, milvus_uri: str | None, tracking_uri: str | None, load_mo
         import mlflow
 
         encoder, shape = mlflow.pytorch.load_model(champion.model_uri), champion.item_shape
-    return Served(index, encoder, shape, videos)
+    thumbnails = mi.Thumbnails(client, index.name) if index is not None else None
+    return Served(index, encoder, shape, videos, thumbnails)
 
 
 def decode_image(data: str, item_shape: list[int]) -> np.ndarray:
@@ -203,7 +220,13 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
         query_log.flush()  # keep the last partial window on shutdown
         video_query_log.flush()
 
-    app = FastAPI(title="mrl search", description=__doc__, lifespan=lifespan)
+    # Swagger UI and ReDoc from the fastapi-offline package, not a CDN: /docs and /redoc work without internet.
+    app = FastAPIOffline(title="mrl search", description=__doc__, lifespan=lifespan)
+    page = PAGE.read_text()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def search_page():
+        return page
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request, exc: RequestValidationError):
@@ -217,7 +240,8 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
 
     def describe(index) -> dict:
         out = {"collection": index.name, "model_version": index.info.model_version, "funnel": index.info.funnel.name(),
-               "backend": type(getattr(index, "funnel", index)).__name__}
+               "backend": type(getattr(index, "funnel", index)).__name__, "nesting_dims": index.info.nesting_dims,
+               "k": index.info.k, "d0": index.info.funnel.d0, "k0": index.info.funnel.k0}
         funnel = getattr(index, "funnel", index)
         if hasattr(funnel, "bytes_per_item"):  # the memory backend: what one item costs this process
             out |= {"items": len(funnel.ids), "bytes_per_item": round(funnel.bytes_per_item())}
@@ -232,6 +256,8 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
         except Exception as e:
             raise HTTPException(503, f"Milvus not reachable: {type(e).__name__}") from None
         ready = {"status": "ready"} | (describe(s.index) if s.index else {})
+        if s.index is not None:
+            ready |= {"thumbnails": s.thumbnails.stored, "explorer": explorer_ready(s.index)}
         if s.videos is not None:
             ready["videos"] = describe(s.videos)
         return ready
@@ -244,7 +270,8 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
     async def search(req: SearchRequest):
         s = state["served"] or await run_in_threadpool(served)
         index = s.videos if req.index == "videos" else s.index
-        if getattr(getattr(index, "funnel", index), "in_process", False) and req.image is None and req.clip is None:
+        light = req.image is None and req.clip is None and req.funnel is None and not req.exact
+        if getattr(getattr(index, "funnel", index), "in_process", False) and light:
             # The memory backend answers in about a millisecond of CPU: run it here, in arrival order. Handing
             # it to the thread pool costs as much again, and 40 threads contending for the GIL (and FAISS's
             # OpenMP pool) turned 50 concurrent clients into multi-second tails.
@@ -306,17 +333,29 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
             if not 1 <= req.k <= MAX_K:
                 raise ValueError(f"k: must be between 1 and {MAX_K}, got {req.k}")
             query = query_vector(s, req, index, kind)
+            funnel, extra = index.info.funnel.name(), {}
             if req.index == "videos":
                 hits, timings = index.search(query, req.k, req.one_per_video, req.merge_gap_s)
                 for h in hits:
                     h["thumbnail_url"] = f"/thumbnails/{quote(h['segment_id'])}"
+            elif req.funnel is not None:
+                check_explorer(index, req)
+                hits, timings, funnel = index.explore(query, req.k, req.funnel.d0, req.funnel.k0)
             else:
                 rows, timings = index.search(query[None, :], req.k)
                 hits = rows[0]
+            if req.exact:
+                check_explorer(index, req)
+                truth, exact_ms = index.exact(query, req.k)
+                found = {h["id"] for h in hits}
+                extra = {"exact": {"results": truth, "ms": exact_ms,
+                                   "recall": sum(h["id"] in found for h in truth) / max(1, len(truth))}}
         except ValueError as e:
             requests.labels(kind, "422").inc()
             raise HTTPException(422, str(e)) from None
-        if kind != "id":  # a search by id repeats a catalogue vector: it would dilute the drift window
+        # Logged: external queries only. A search by id repeats a catalogue vector and an explorer run (funnel
+        # given) repeats the page's last query; either would dilute the drift window.
+        if kind != "id" and req.funnel is None:
             (video_query_log if req.index == "videos" else query_log).append(query[None, :])
         for stage, ms in timings.items():
             latency.labels(stage).observe(ms / 1000)
@@ -324,7 +363,22 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
         latency.labels("total").observe(total)
         requests.labels(kind, "200").inc()
         return {"results": hits, "timings_ms": timings | {"total": 1000 * total}, "collection": index.name,
-                "model_version": index.info.model_version, "funnel": index.info.funnel.name()}
+                "model_version": index.info.model_version, "funnel": funnel} | extra
+
+    def explorer_ready(index) -> bool:
+        return cfg.retrieval.explorer and hasattr(index, "explore")
+
+    def check_explorer(index, req: SearchRequest) -> None:
+        """ValueError (a 422) unless the explorer may run this request."""
+        if not explorer_ready(index):
+            raise ValueError("funnel, exact: the explorer needs the memory backend (retrieval.serve_backend) and "
+                             "retrieval.explorer: true")
+        if req.funnel is not None:
+            if req.funnel.d0 not in index.info.nesting_dims:
+                raise ValueError(f"funnel.d0: {req.funnel.d0} is not one of the model's nesting dims "
+                                 f"{index.info.nesting_dims}")
+            if not req.k <= req.funnel.k0 <= MAX_K0:
+                raise ValueError(f"funnel.k0: must be between k ({req.k}) and {MAX_K0}, got {req.funnel.k0}")
 
     @app.get("/thumbnails/{segment_id:path}", response_class=Response,
              responses={200: {"content": {"image/png": {}}, "description": "the segment's thumbnail"}})
@@ -337,6 +391,19 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
             png = s.videos.thumbnail(segment_id)
         except MRLError:
             raise HTTPException(404, f"unknown segment id {segment_id!r}") from None
+        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/items/{item_id:path}/thumbnail", response_class=Response,
+             responses={200: {"content": {"image/png": {}}, "description": "the item's thumbnail, stored at promotion"}})
+    def item_thumbnail(item_id: str):
+        s = served()
+        if s.index is None:
+            raise HTTPException(404, f"no items index is served (Milvus alias {cfg.retrieval.collection_prefix} "
+                                     "does not exist)")
+        try:
+            png = s.thumbnails.png(item_id)
+        except MRLError as e:
+            raise HTTPException(404, str(e)) from None
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     def require_admin(authorization: str | None = Header(None)):

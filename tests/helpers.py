@@ -76,3 +76,32 @@ def small_params(raw_dir: Path, **changes: dict) -> str:
     for section, values in ({**SMALL_PARAMS, "ingest": {"input": str(raw_dir)}, "drift": drift} | changes).items():
         params[section] = params[section] | values
     return yaml.safe_dump(params, sort_keys=False)
+
+
+SERVICE_PARAMS = ["model.nesting_dims=[4, 8, 16]", "model.embedding_dim=16", "model.cnn_widths=[8, 16, 16]",
+                  "train.batch_size=32", "train.epochs=1", "evaluate.recall_ks=[1]", "evaluate.probe_epochs=10",
+                  "retrieval.candidate_d0=[4, 8]", "retrieval.candidate_k0=[20, 60]", "retrieval.cascades=[[16]]",
+                  "retrieval.max_queries=60", "retrieval.verify_queries=60", "retrieval.target_recall=0.9",
+                  "retrieval.insert_batch=100",
+                  "retrieval.index_type=FLAT"]  # exact shortlist: see test_index_and_service's test_hnsw_shortlist
+
+
+def registered_tiny_models(tmp: Path, seeds=range(3)) -> dict:
+    """A Fashion-MNIST-format dataset (240 train, 80 test) and one registered version of a tiny model per seed
+    (version n+1 from seed n), in an MLflow sqlite store under `tmp`."""
+    from mrl.config import IngestConfig, load_config
+    from mrl.evaluate import evaluate
+    from mrl.ingest import ingest
+    from mrl.registry import register_model
+    from mrl.tracking import log_training_run
+    from mrl.train import train
+
+    data = ingest("fashion_mnist", write_fashion_mnist(tmp / "raw", 240, 80), tmp / "ds.npz", IngestConfig()).path
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    cfg = load_config(None, SERVICE_PARAMS)
+    for seed in seeds:
+        model_cfg = load_config(None, [*SERVICE_PARAMS, f"train.seed={seed}"])
+        model = train(model_cfg, data, tmp / f"m{seed}.pt", log=lambda _: None).path
+        evaluate(model, data, model_cfg.evaluate, tmp / f"m{seed}.json")
+        register_model(log_training_run(model, tmp / f"m{seed}.json", None, uri), cfg.registry.model_name, uri)
+    return {"data": data, "uri": uri, "cfg": cfg, "tmp": tmp}

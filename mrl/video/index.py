@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from mrl.config import Config
+from mrl.data.thumbnails import thumbnail_png
 from mrl.errors import MRLError
 from mrl.progress import progress
 from mrl.retrieval import milvus_index as mi
 from mrl.retrieval.choose import FunnelCost, candidate_funnels, choose_funnel, measure_funnels
 from mrl.retrieval.funnel import Funnel, exact_search
 from mrl.retrieval.serving import resolve_backend
-from mrl.video.scenes import Segments, load_segments, thumbnail_png
+from mrl.video.scenes import Segments, load_segments
 
 FRAMES_SUFFIX = "_frames"
 SEGMENT_FIELDS = {"start_s": "float", "end_s": "float", "thumbnail": "text"}

@@ -5,7 +5,6 @@ its frames' full embeddings. Writes the segments artifact that `mrl promote --se
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,14 +184,3 @@ def segment_videos(cfg: Config, frames_path: str | Path, output: str | Path, tra
     segments = build_segments(frames, embeddings, cfg.video, scene_dim, meta)
     path = save_segments(segments, output)
     return SegmentResult(path, len(frames.videos), len(frames), len(segments), scene_dim, champion.version)
-
-
-def thumbnail_png(pixels: np.ndarray, size: int = 96) -> bytes:
-    """A (C, H, W) uint8 frame as a PNG, upscaled to `size` pixels wide (nearest: the model's input stays visible)."""
-    from PIL import Image
-
-    image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
-    image = image.resize((size, round(size * image.height / image.width)), Image.Resampling.NEAREST)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -17,6 +17,7 @@ import numpy as np
 from mrl.config import Config
 from mrl.errors import MRLError
 from mrl.progress import progress
+from mrl.retrieval import milvus_index as mi
 from mrl.retrieval.serving import open_index
 from mrl.video.index import frames_collection
 
@@ -76,7 +77,7 @@ class VideoIndex:
         client.load_collection(frames_collection(name))  # a no-op when loaded; needed after a restart
         self.spans = self._read_spans()
         self.frames = self._read_frames() if backend == "memory" else None
-        self._thumbnails: dict[str, bytes] = {}
+        self.thumbnails = mi.Thumbnails(client, name)
 
     def _read_spans(self) -> dict[str, tuple[float, float]]:
         spans = {}
@@ -168,16 +169,9 @@ class VideoIndex:
 
     def thumbnail(self, segment_id: str) -> bytes:
         """The segment's thumbnail (PNG); MRLError if the id is unknown."""
-        import base64
-
-        if segment_id not in self._thumbnails:
-            if segment_id not in self.spans:
-                raise MRLError(f"unknown segment id {segment_id!r} in {self.name}")
-            rows = self.client.get(self.name, ids=[segment_id], output_fields=["thumbnail"])
-            if len(self._thumbnails) > 10_000:  # bounded: thumbnails are a few hundred bytes each
-                self._thumbnails.clear()
-            self._thumbnails[segment_id] = base64.b64decode(rows[0]["thumbnail"])
-        return self._thumbnails[segment_id]
+        if segment_id not in self.spans:
+            raise MRLError(f"unknown segment id {segment_id!r} in {self.name}")
+        return self.thumbnails.png(segment_id)
 
 
 def _quoted(value: str) -> str:
@@ -188,7 +182,6 @@ def open_video_index(cfg: Config, milvus_uri: str | None = None, client=None,
                      log: Callable[[str], None] | None = None, one_shot: bool = False) -> VideoIndex:
     """The video index behind video.collection_prefix, with the configured backend (`one_shot`: as for items, a
     single command-line search asks Milvus directly under `auto`)."""
-    from mrl.retrieval import milvus_index as mi
     from mrl.retrieval.serving import resolve_backend
 
     client = client or mi.connect(milvus_uri)

@@ -9,39 +9,22 @@ import mlflow
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers import write_fashion_mnist
+from helpers import SERVICE_PARAMS, registered_tiny_models
 from PIL import Image
 
 from mrl import promote as promote_mod
 from mrl.config import IngestConfig, load_config
 from mrl.errors import MRLError
-from mrl.evaluate import evaluate
 from mrl.ingest import ingest
-from mrl.registry import register_model
 from mrl.retrieval import milvus_index as mi
-from mrl.tracking import log_training_run
-from mrl.train import train
 
-PARAMS = ["model.nesting_dims=[4, 8, 16]", "model.embedding_dim=16", "model.cnn_widths=[8, 16, 16]",
-          "train.batch_size=32", "train.epochs=1", "evaluate.recall_ks=[1]", "evaluate.probe_epochs=10",
-          "retrieval.candidate_d0=[4, 8]", "retrieval.candidate_k0=[20, 60]", "retrieval.cascades=[[16]]",
-          "retrieval.max_queries=60", "retrieval.verify_queries=60", "retrieval.target_recall=0.9",
-          "retrieval.insert_batch=100", "retrieval.index_type=FLAT"]  # exact shortlist: see test_hnsw_shortlist
+PARAMS = SERVICE_PARAMS
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A dataset and three registered versions of a tiny model (seeds 0, 1, 2)."""
-    tmp = tmp_path_factory.mktemp("index")
-    data = ingest("fashion_mnist", write_fashion_mnist(tmp / "raw", 240, 80), tmp / "ds.npz", IngestConfig()).path
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    cfg = load_config(None, PARAMS)
-    for seed in range(3):
-        model_cfg = load_config(None, [*PARAMS, f"train.seed={seed}"])
-        model = train(model_cfg, data, tmp / f"m{seed}.pt", log=lambda _: None).path
-        evaluate(model, data, model_cfg.evaluate, tmp / f"m{seed}.json")
-        register_model(log_training_run(model, tmp / f"m{seed}.json", None, uri), cfg.registry.model_name, uri)
-    return {"data": data, "uri": uri, "cfg": cfg, "tmp": tmp}
+    return registered_tiny_models(tmp_path_factory.mktemp("index"))
 
 
 @pytest.fixture
@@ -250,6 +233,7 @@ def test_search_by_id_vector_and_image(service, setup):
     ({"image": "%%%"}, 422, "not a decodable base64 image"),
     ({"id": "a", "vector": [1.0]}, 422, "exactly one of vector, id, image"),
     ({}, 422, "exactly one of vector, id, image"),
+    ({"id": "fmnist-test-00003", "index": "videos", "exact": True}, 422, "the explorer searches the items index only"),
 ])
 def test_bad_requests_get_a_4xx_with_a_clear_message(service, body, status, message):
     http = service[0]
@@ -315,3 +299,53 @@ def test_admin_reload_needs_the_token_and_picks_up_a_new_index(service, setup):
     reloaded = http.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
     assert reloaded.status_code == 200 and reloaded.json() == {"collection": "items_v2", "model_version": "2"}
     assert http.post("/search", json={"id": "fmnist-test-00001"}).json()["collection"] == "items_v2"
+
+
+def test_item_thumbnails_the_search_page_and_offline_api_docs(service, setup):
+    http = service[0]
+    from mrl.data import load_dataset
+
+    ds = load_dataset(setup["data"])
+    row = int(np.flatnonzero(ds.ids == "fmnist-test-00003")[0])
+    response = http.get("/items/fmnist-test-00003/thumbnail")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert np.array_equal(np.array(Image.open(io.BytesIO(response.content))), ds.x[row, 0])  # the item, 28x28
+    assert http.get("/items/no-such-item/thumbnail").status_code == 404
+    assert http.get("/readyz").json()["thumbnails"] is True
+
+    page = http.get("/")
+    assert page.status_code == 200 and "<title>mrl search</title>" in page.text
+    for docs, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        html = http.get(docs).text
+        assert f"/static-offline-docs/{asset}" in html and "cdn.jsdelivr.net" not in html  # no internet needed
+        assert http.get(f"/static-offline-docs/{asset}").status_code == 200
+
+
+def test_the_explorer_compares_any_funnel_with_exact_search(service, setup):
+    http, _, _, qlog = service
+    if http.get("/readyz").json()["backend"] != "MemoryFunnelIndex":
+        refused = http.post("/search", json={"id": "fmnist-test-00003", "funnel": {"d0": 4, "k0": 20}})
+        assert refused.status_code == 422 and "needs the memory backend" in refused.json()["detail"]
+        return
+    vector = http.post("/search", json={"id": "fmnist-test-00003", "k": 1}).json()  # warm; by id: not logged
+    served = http.post("/search", json={"id": "fmnist-test-00003", "k": 10, "exact": True}).json()
+    exact = [h["id"] for h in served["exact"]["results"]]
+    assert exact[0] == "fmnist-test-00003" and len(exact) == 10 and served["exact"]["ms"] > 0
+    found = {h["id"] for h in served["results"]}
+    assert served["exact"]["recall"] == pytest.approx(len(found & set(exact)) / 10)
+
+    full = http.post("/search", json={"id": "fmnist-test-00003", "funnel": {"d0": 16, "k0": 10}, "exact": True}).json()
+    assert full["funnel"] == "16@10" and [h["id"] for h in full["results"]] == exact  # a full-dim scan is exact
+    assert full["exact"]["recall"] == 1.0
+    narrow = http.post("/search", json={"id": "fmnist-test-00003", "funnel": {"d0": 4, "k0": 10}, "exact": True}).json()
+    assert narrow["funnel"] == "4@10 -> 16" and "scan_d4" in narrow["timings_ms"]
+    assert narrow["exact"]["recall"] <= full["exact"]["recall"]
+
+    vector = http.post("/search", json={"vector": [0.25] * 16, "funnel": {"d0": 8, "k0": 40}})
+    assert vector.status_code == 200
+    for body, message in (({"d0": 5, "k0": 20}, "funnel.d0: 5 is not one of the model's nesting dims"),
+                          ({"d0": 4, "k0": 5}, "funnel.k0: must be between k (10) and 10000, got 5")):
+        bad = http.post("/search", json={"id": "fmnist-test-00003", "funnel": body})
+        assert bad.status_code == 422 and message in bad.json()["detail"]
+    http.__exit__(None, None, None)
+    assert not list(qlog.glob("queries-*.npy"))  # explorer runs repeat the page's query: never logged

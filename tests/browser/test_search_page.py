@@ -1,0 +1,162 @@
+"""The search page at / in a real browser: Debian's chromium driven by Selenium through chromedriver, against the
+service on a real port over a promoted tiny index. `make test` installs chromium and chromium-driver when missing
+(scripts/get-chromium.sh); without them this test skips, or fails where MRL_REQUIRE_BROWSER=1 (CI)."""
+
+import base64
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from helpers import SERVICE_PARAMS, registered_tiny_models
+from PIL import Image
+
+from mrl.config import load_config
+from mrl.data import load_dataset
+from mrl.promote import promote_index
+from mrl.retrieval import milvus_index as mi
+
+CHROMIUM = shutil.which("chromium") or shutil.which("google-chrome")  # Debian; GitHub's Ubuntu runners
+CHROMEDRIVER = shutil.which("chromedriver")
+if not (CHROMIUM and CHROMEDRIVER):
+    if os.environ.get("MRL_REQUIRE_BROWSER") == "1":
+        raise RuntimeError("MRL_REQUIRE_BROWSER=1 but chromium/chromedriver are missing: run scripts/get-chromium.sh")
+    pytest.skip("chromium and chromedriver not installed (scripts/get-chromium.sh installs them)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`mrl serve`'s app under uvicorn on a free port, over a promoted index of a tiny model (memory backend)."""
+    import uvicorn
+    from mlflow import MlflowClient
+
+    from mrl.serve import create_app
+
+    tmp = tmp_path_factory.mktemp("page")
+    setup = registered_tiny_models(tmp, seeds=[0])
+    cfg = load_config(None, [*SERVICE_PARAMS, "retrieval.serve_backend=memory"])
+    MlflowClient(setup["uri"]).set_registered_model_alias(cfg.registry.model_name, "champion", "1")
+    client = mi.connect(str(tmp / "milvus.db"))
+    promote_index(cfg, setup["data"], setup["uri"], str(tmp / "milvus.db"), log=lambda _: None)
+    app = create_app(cfg, str(tmp / "milvus.db"), setup["uri"], tmp / "qlog", client=client)
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not uv.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert uv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}", setup
+    uv.should_exit = True
+    thread.join(timeout=10)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver, condition, timeout: float = 30.0):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(lambda d: condition(d))
+
+
+def hit_ids(driver) -> list[str]:
+    return driver.execute_script("return [...document.querySelectorAll('#results .hit')].map(h => h.dataset.id)")
+
+
+def test_search_by_image_shows_the_apis_results_with_thumbnails_and_the_explorer_works(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    url, setup = server
+    ds = load_dataset(setup["data"])
+    row = int(np.flatnonzero(ds.ids == "fmnist-test-00003")[0])
+    query = tmp_path / "query.png"
+    Image.fromarray(ds.x[row, 0]).save(query)
+
+    browser.get(url + "/")
+    wait_for(browser, lambda d: "items_v1" in d.find_element(By.ID, "status").text)
+    browser.find_element(By.ID, "file").send_keys(str(query))
+    wait_for(browser, lambda d: len(hit_ids(d)) == 10)
+    shown = hit_ids(browser)
+
+    # The page shows what the API answers for the same image (the served funnel, plus exact for the explorer).
+    body = {"image": base64.b64encode(query.read_bytes()).decode(), "k": 10, "index": "items", "exact": True}
+    api = httpx.post(url + "/search", json=body, timeout=30).json()
+    assert shown == [h["id"] for h in api["results"]]
+    assert shown[0] == "fmnist-test-00003"
+    labels = browser.execute_script("return [...document.querySelectorAll('#results .hit .label')].map(e => e.textContent)")
+    assert labels == [h["label"] for h in api["results"]]
+    wait_for(browser, lambda d: d.execute_script(
+        "return [...document.querySelectorAll('img.thumb')].every(i => i.complete && i.naturalWidth === 28)"))
+    assert "shortlist_d" in browser.find_element(By.ID, "timings").text
+    assert "recall@10 vs exact" in browser.find_element(By.ID, "recall").text
+
+    # Explorer: a full-dim shortlist is exact search, so recall is 1.00 and no result is marked as a miss.
+    Select(browser.find_element(By.ID, "d0")).select_by_value("16")
+    wait_for(browser, lambda d: "16@" in d.find_element(By.ID, "summary").text)
+    assert browser.find_element(By.ID, "recall").text.endswith("1.00")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#results .hit.miss")
+
+    # A click on a result searches by its id: the item comes back first.
+    card = browser.find_elements(By.CSS_SELECTOR, "#results .hit")[3]
+    clicked = card.get_attribute("data-id")
+    card.click()
+    wait_for(browser, lambda d: hit_ids(d)[:1] == [clicked])
+    assert browser.find_element(By.ID, "by-id").get_attribute("value") == clicked
+
+    # A bad id shows the API's message on the page.
+    box = browser.find_element(By.ID, "by-id")
+    box.clear()
+    box.send_keys("no-such-item")
+    browser.find_element(By.ID, "by-id-go").click()
+    wait_for(browser, lambda d: "unknown item id 'no-such-item'" in d.find_element(By.ID, "error").text)
+
+    shots = os.environ.get("MRL_SCREENSHOT_DIR")  # docs/img/search-page.png is taken this way (see README)
+    if shots:
+        browser.get(url + "/")
+        wait_for(browser, lambda d: "items_v1" in d.find_element(By.ID, "status").text)
+        browser.find_element(By.ID, "file").send_keys(str(query))
+        wait_for(browser, lambda d: len(hit_ids(d)) == 10)
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(Path(shots) / "search-page.png"))
+
+
+def test_api_docs_render_without_internet(server, browser):
+    from selenium.webdriver.common.by import By
+
+    url, _ = server
+    browser.get(url + "/docs")
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+    paths = {e.text.replace("\u200b", "") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/search", "/items/{item_id}/thumbnail", "/readyz"} <= paths
+    browser.get(url + "/redoc")
+    wait_for(browser, lambda d: "mrl search" in d.find_element(By.TAG_NAME, "body").text and
+             d.find_elements(By.CSS_SELECTOR, "[data-section-id]"))
