@@ -230,13 +230,33 @@ def rollback_model(tracking_uri: TrackingOpt = None, params: ParamsOpt = None, s
 
 @app.command()
 @fails_cleanly
-def models(tracking_uri: TrackingOpt = None, params: ParamsOpt = None, set_: SetOpt = None):
-    """Show the registry aliases (champion, challenger)."""
+def models(
+    compare: Annotated[bool, typer.Option("--compare", help="champion vs challenger per dim: a table and a plot")] = False,
+    metric: Annotated[str | None, typer.Option(help="metric to compare (default: registry.primary_metric)")] = None,
+    plot: Annotated[Path | None, typer.Option(help="PNG that --compare writes (default: "
+                                              "artifacts/registry/<model>_v<champion>_vs_v<challenger>.png)")] = None,
+    tracking_uri: TrackingOpt = None,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+):
+    """Show the registry aliases (champion, challenger); --compare: their metric at every nesting dim."""
     from mrl.registry import aliases
 
     cfg = load_config(params, set_ or []).registry
-    for alias, version in aliases(cfg.model_name, tracking_uri).items():
-        typer.echo(f"{cfg.model_name}@{alias}: {'v' + version if version else '(none)'}")
+    if not compare and (metric or plot):
+        raise MRLError("--metric and --plot go with --compare")
+    if not compare:
+        for alias, version in aliases(cfg.model_name, tracking_uri).items():
+            typer.echo(f"{cfg.model_name}@{alias}: {'v' + version if version else '(none)'}")
+        return
+    from mrl.compare import compare_versions, write_comparison_plot
+
+    comparison = compare_versions(cfg.model_name, metric or cfg.primary_metric, tracking_uri)
+    typer.echo(f"{cfg.model_name} {comparison.metric}: champion v{comparison.champion} vs challenger "
+               f"v{comparison.challenger} (delta = challenger - champion)")
+    typer.echo(comparison.table())
+    path = plot or Path("artifacts/registry") / f"{cfg.model_name}_v{comparison.champion}_vs_v{comparison.challenger}.png"
+    typer.echo(f"plot: {write_comparison_plot(comparison, path)}")
 
 
 MilvusOpt = Annotated[str | None, typer.Option(help="Milvus URI or Milvus Lite file [env MILVUS_URI, else ./milvus.db]")]
@@ -499,7 +519,7 @@ def _print_video_summary(cfg, milvus_uri: str, pipeline_root: Path) -> None:
     index.client.close()
     typer.echo(f"\nsearch the videos: mrl search --videos --image FRAME.png --milvus-uri {milvus_uri}   "
                "(or --clip CLIP.mp4)")
-    typer.echo(f"search service:    mrl serve --milvus-uri {milvus_uri}   (http://127.0.0.1:8000/docs)")
+    typer.echo(f"search service:    mrl serve --milvus-uri {milvus_uri}   (search page http://127.0.0.1:8000/, API /docs)")
     typer.echo(f"pipeline outputs:  {pipeline_root}/")
 
 
@@ -528,8 +548,9 @@ def _print_summary(cfg, tracking_uri: str, milvus_uri: str, pipeline_root: Path)
     index.client.close()
     _print_drift_check(cfg, pipeline_root)
     if tracking_uri.startswith("sqlite:"):
-        typer.echo(f"\nMLflow UI:      mlflow ui --backend-store-uri {tracking_uri}   (http://127.0.0.1:5000)")
-    typer.echo(f"search service: mrl serve --milvus-uri {milvus_uri}   (http://127.0.0.1:8000/docs)")
+        typer.echo(f"\nMLflow UI:      mlflow ui --backend-store-uri {tracking_uri}   "
+                   "(http://127.0.0.1:5000/#/experiments?workflowType=machine_learning)")
+    typer.echo(f"search service: mrl serve --milvus-uri {milvus_uri}   (search page http://127.0.0.1:8000/, API /docs)")
     typer.echo(f"pipeline outputs: {pipeline_root}/")
 
 

@@ -3,7 +3,8 @@
 Aliases are the only mutable state: `challenger` (latest registered candidate) and `champion` (what
 serves). Every promotion records the version it replaced in the tag `mrl.previous_champion`, which is
 what `rollback_model` follows. The gate compares before it writes, so a refused or failed promotion
-leaves `champion` where it was.
+leaves `champion` where it was. Each version's description (Markdown, shown on its registry page) says
+whether the gate promoted it and why, with its metrics per nesting dim.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from mrl.config import RegistryConfig
 from mrl.errors import MRLError
-from mrl.tracking import MODEL_URI_TAG, client, log_training_run
+from mrl.tracking import LINEAGE_TAGS, MODEL_URI_TAG, PER_DIM_PREFIX, client, log_training_run, per_dim_markdown
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 PREVIOUS_TAG = "mrl.previous_champion"
@@ -32,18 +33,37 @@ class GateDecision:
     promoted: bool
     version: str
     previous_champion: str | None
-    rows: list[dict] = field(default_factory=list)  # one per dim: dim, challenger, champion/floor, ok
+    # one per dim: dim, challenger, champion (None for a first model), reference (the bar: champion - tolerance
+    # or the floor), ok
+    rows: list[dict] = field(default_factory=list)
     regressed_dims: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def table(self) -> str:
-        against = "champion" if self.previous_champion else "floor"
-        lines = [f"| dim | challenger | {against} | ok |", "|---:|---:|---:|:---:|"]
-        lines += [f"| {r['dim']} | {r['challenger']:.4f} | {r['reference']:.4f} | {'yes' if r['ok'] else 'NO'} |"
-                  for r in self.rows]
+        if self.previous_champion:
+            lines = [f"| dim | challenger v{self.version} | champion v{self.previous_champion} | bar | ok |",
+                     "|---:|---:|---:|---:|:---:|"]
+            lines += [f"| {r['dim']} | {r['challenger']:.4f} | {r['champion']:.4f} | {r['reference']:.4f} | "
+                      f"{'yes' if r['ok'] else 'NO'} |" for r in self.rows]
+        else:
+            lines = [f"| dim | challenger v{self.version} | floor | ok |", "|---:|---:|---:|:---:|"]
+            lines += [f"| {r['dim']} | {r['challenger']:.4f} | {r['reference']:.4f} | {'yes' if r['ok'] else 'NO'} |"
+                      for r in self.rows]
         return "\n".join(lines)
+
+    def verdict(self, metric: str, cfg: RegistryConfig) -> str:
+        """One sentence: promoted or not, and why."""
+        if self.previous_champion:
+            bar = f"champion v{self.previous_champion} - {cfg.tolerance}"
+        else:
+            bar = f"floor {cfg.min_first}"
+        if self.promoted:
+            replaced = f", replacing v{self.previous_champion}" if self.previous_champion else " (first champion)"
+            return f"Promoted to champion{replaced}: {metric} >= {bar} at every dim."
+        kept = f"v{self.previous_champion} stays champion" if self.previous_champion else "there is no champion"
+        return f"Not promoted: {metric} below {bar} at dims {self.regressed_dims}; {kept}."
 
 
 def alias_version(mlflow_client, name: str, alias: str) -> str | None:
@@ -74,10 +94,33 @@ def register_model(run_id: str, model_name: str, tracking_uri: str | None = None
     model_uri = run.data.tags.get(MODEL_URI_TAG)
     if not model_uri:
         raise MRLError(f"run {run_id}: has no logged model (tag {MODEL_URI_TAG})")
-    version = str(mlflow.register_model(model_uri, model_name, tags={"mrl.run_id": run_id}).version)
+    lineage = {k: v for k, v in run.data.tags.items() if k in LINEAGE_TAGS and v}
+    version = str(mlflow.register_model(model_uri, model_name, tags={"mrl.run_id": run_id, **lineage}).version)
+    c.update_model_version(model_name, version, describe_version(
+        "Not gated yet: `mrl promote-model` runs the per-dim gate.", run_per_dim(run)))
     if set_challenger:
         c.set_registered_model_alias(model_name, CHALLENGER, version)
     return Registration(model_name, version, run_id)
+
+
+def run_per_dim(run) -> dict[int, dict[str, float]]:
+    """{dim: {metric: value}} of the evaluation logged with the run: the names come from the per_dim/ curves
+    (training's own per-dim keys such as loss_d8 are not evaluation), the values from the flat keys."""
+    metrics = run.data.metrics
+    names = sorted(k.removeprefix(PER_DIM_PREFIX) for k in metrics if k.startswith(PER_DIM_PREFIX))
+    dims = json.loads(run.data.tags.get("mrl.nesting_dims", "[]"))
+    per_dim = {m: {n: metrics[f"{n}_d{m}"] for n in names if f"{n}_d{m}" in metrics} for m in dims}
+    return {m: row for m, row in per_dim.items() if row}
+
+
+def describe_version(verdict: str, per_dim: dict[int, dict[str, float]], gate_table: str = "") -> str:
+    """The version's description in the registry (Markdown): the gate's verdict, its table, every metric per dim."""
+    parts = [f"**{verdict}**"]
+    if gate_table:
+        parts += ["### Gate", gate_table]
+    if per_dim:
+        parts += ["### Metrics per nesting dim", per_dim_markdown(per_dim)]
+    return "\n\n".join(parts)
 
 
 def _dim_metrics(mlflow_client, model_name: str, version: str, metric: str) -> dict[int, float]:
@@ -103,18 +146,13 @@ def promote_if_better(model_name: str, cfg: RegistryConfig, version: str | None 
     if champion == version:
         return GateDecision(True, version, champion)
     ours = _dim_metrics(c, model_name, version, cfg.primary_metric)
-    if champion is None:
-        reference = {m: cfg.min_first for m in ours}
-    else:
-        reference = {m: v - cfg.tolerance for m, v in _dim_metrics(c, model_name, champion, cfg.primary_metric).items()}
-    rows = [{"dim": m, "challenger": ours.get(m, float("nan")), "reference": ref,
+    theirs = _dim_metrics(c, model_name, champion, cfg.primary_metric) if champion else {}
+    reference = {m: v - cfg.tolerance for m, v in theirs.items()} if champion else {m: cfg.min_first for m in ours}
+    rows = [{"dim": m, "challenger": ours.get(m, float("nan")), "champion": theirs.get(m), "reference": ref,
              "ok": m in ours and ours[m] >= ref} for m, ref in sorted(reference.items())]
     decision = GateDecision(all(r["ok"] for r in rows), version, champion, rows,
                             [r["dim"] for r in rows if not r["ok"]])
-
-    run_id = c.get_model_version(model_name, version).run_id
-    c.log_text(run_id, decision.table(), f"gate/{cfg.primary_metric}_vs_{'v' + champion if champion else 'floor'}.md")
-    c.set_tag(run_id, "mrl.gate", "promoted" if decision.promoted else "refused")
+    record_gate(c, model_name, decision, cfg)
     if not decision.promoted:
         against = f"champion v{champion} - {cfg.tolerance}" if champion else f"floor {cfg.min_first}"
         detail = ", ".join(f"d{r['dim']}: {r['challenger']:.4f} < {r['reference']:.4f}" for r in rows if not r["ok"])
@@ -124,6 +162,26 @@ def promote_if_better(model_name: str, cfg: RegistryConfig, version: str | None 
         c.set_model_version_tag(model_name, version, PREVIOUS_TAG, champion)
     c.set_registered_model_alias(model_name, CHAMPION, version)
     return decision
+
+
+def record_gate(c, model_name: str, decision: GateDecision, cfg: RegistryConfig) -> None:
+    """Before any alias moves: the gate's table and plot on the challenger's run, and its verdict in the
+    version's description, so the registry page says why a version is (not) champion."""
+    from mrl.compare import gate_figure
+
+    run = c.get_run(c.get_model_version(model_name, decision.version).run_id)
+    stem = f"gate/{cfg.primary_metric}_vs_{'v' + decision.previous_champion if decision.previous_champion else 'floor'}"
+    c.log_text(run.info.run_id, decision.table() + "\n", f"{stem}.md")
+    figure = gate_figure(decision, cfg.primary_metric)
+    try:
+        c.log_figure(run.info.run_id, figure, f"{stem}.png")
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+    c.set_tag(run.info.run_id, "mrl.gate", "promoted" if decision.promoted else "refused")
+    c.update_model_version(model_name, decision.version, describe_version(
+        decision.verdict(cfg.primary_metric, cfg), run_per_dim(run), decision.table()))
 
 
 def rollback_model(model_name: str, tracking_uri: str | None = None) -> tuple[str, str]:

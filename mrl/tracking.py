@@ -6,8 +6,12 @@ training never leaves a half-logged run and the same code serves the CLI, DVC an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,6 +22,15 @@ from mrl.errors import MRLError
 
 DEFAULT_DB = "mlflow.db"
 MODEL_URI_TAG = "mrl.model_uri"  # run tag: where the logged model lives (registered from there)
+# Per-dim metrics are also logged as "per_dim/<metric>" with step = the nesting dim, so MLflow draws each
+# metric as a curve over prefix size (its charts group keys by the prefix before "/", apart from the
+# per-epoch training curves).
+PER_DIM_PREFIX = "per_dim/"
+# MLflow 3's experiment tag for a model-training (not GenAI) experiment. The 3.17 UI decides its layout by the
+# "GenAI / Model training" switch at the top left instead (or ?workflowType=machine_learning); earlier 3.x
+# UIs and MLflow's own tools read the tag.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+LINEAGE_TAGS = ("mrl.data", "mrl.data_sha256", "mrl.git_commit")  # copied from the run onto its model versions
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
@@ -51,21 +64,69 @@ def client(uri: str | None = None):
 
 
 def set_experiment(c, name: str) -> None:
-    """Make `name` the active experiment, creating it if needed. With a sqlite store MLflow would put its
-    artifacts in ./mlruns of whatever directory the process runs in; keep them beside the database instead
-    (the project directory for the default ./mlflow.db, a temp dir for a temp database)."""
+    """Make `name` the active experiment, creating it if needed, tagged as a model-training experiment.
+    With a sqlite store MLflow would put its artifacts in ./mlruns of whatever directory the process runs in;
+    keep them beside the database instead (the project directory for the default ./mlflow.db, a temp dir
+    for a temp database). A relative sqlite path is resolved against the current directory, as MLflow does."""
     import mlflow
 
-    uri = c.tracking_uri
-    if uri.startswith("sqlite:///") and c.get_experiment_by_name(name) is None:
-        c.create_experiment(name, artifact_location=(Path(uri.removeprefix("sqlite:///")).parent / "mlruns").as_uri())
+    uri, (kind_key, kind) = c.tracking_uri, EXPERIMENT_KIND
+    experiment = c.get_experiment_by_name(name)
+    if experiment is None:
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+        c.create_experiment(name, artifact_location=location, tags={kind_key: kind})
+    elif kind_key not in experiment.tags:  # experiments made before the tag existed, or by other tools
+        c.set_experiment_tag(experiment.experiment_id, kind_key, kind)
     mlflow.set_experiment(name)
+
+
+def per_dim_markdown(per_dim: dict[int, dict[str, float]]) -> str:
+    """Every metric at every dim as a Markdown table (MLflow previews .md artifacts and descriptions)."""
+    names = list(next(iter(per_dim.values())))
+    lines = ["| dim | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
+    lines += [f"| {m} | " + " | ".join(f"{row[n]:.4f}" for n in names) + " |" for m, row in sorted(per_dim.items())]
+    return "\n".join(lines)
+
+
+def lineage_tags(data_path: str) -> dict[str, str]:
+    """Where the model came from: the dataset file and its sha256 (when this process can read it; a KFP
+    step sees only its own inputs), and the git commit of the current directory (when it is a checkout)."""
+    tags = {"mrl.data": data_path}
+    path = Path(data_path)
+    if data_path and path.is_file():
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        tags["mrl.data_sha256"] = digest.hexdigest()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            tags["mrl.git_commit"] = commit.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass  # no git here: lineage without a commit
+    return tags
 
 
 def flatten_config(config: dict[str, Any]) -> dict[str, str]:
     """{"train": {"lr": 0.003}} -> {"train.lr": "0.003"}: every key of params.yaml as an MLflow param."""
     return {f"{section}.{key}": json.dumps(value) if isinstance(value, list | dict) else str(value)
             for section, values in config.items() for key, value in values.items()}
+
+
+def log_evaluation_artifacts(metrics_path: Path, per_dim: dict[int, dict[str, float]], plot_path: Path | None) -> None:
+    """Fixed names with extensions, whatever the inputs are called (KFP names them `per_dim` and `plot`),
+    so the MLflow UI previews them: evaluation/per_dim.json, per_dim.md (table) and per_dim.png."""
+    import mlflow
+
+    mlflow.log_text(metrics_path.read_text(), "evaluation/per_dim.json")
+    mlflow.log_text(per_dim_markdown(per_dim) + "\n", "evaluation/per_dim.md")
+    if plot_path:
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copyfile(plot_path, Path(tmp) / "per_dim.png")
+            mlflow.log_artifact(str(Path(tmp) / "per_dim.png"), "evaluation")
 
 
 def log_training_run(model_path: str | Path, metrics_path: str | Path, plot_path: str | Path | None = None,
@@ -84,6 +145,8 @@ def log_training_run(model_path: str | Path, metrics_path: str | Path, plot_path
         raise MRLError(f"{metrics_path}: not a per-dim metrics JSON ({e})") from None
     if sorted(per_dim) != model.nesting_dims:
         raise MRLError(f"{metrics_path}: metrics for dims {sorted(per_dim)}, the model nests {model.nesting_dims}")
+    if plot_path and not Path(plot_path).is_file():
+        raise MRLError(f"{plot_path}: plot file not found")  # before the run starts: no half-logged run
 
     set_experiment(client(tracking_uri), experiment)
     cfg = model.config
@@ -91,13 +154,14 @@ def log_training_run(model_path: str | Path, metrics_path: str | Path, plot_path
         mlflow.log_params(flatten_config(cfg.model_dump(mode="json")))
         mlflow.set_tags({"mrl.objective": cfg.loss.objective, "mrl.nesting_dims": json.dumps(model.nesting_dims),
                          "mrl.kind": model.meta["kind"], "mrl.item_shape": json.dumps(model.meta["item_shape"]),
-                         "mrl.data": str(model.meta.get("data", ""))})
+                         **lineage_tags(str(model.meta.get("data", "")))})
         for record in model.meta["history"]:
             mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))
+        # Flat keys (knn_top1_d16): what the gate reads and what runs are compared and searched by.
         mlflow.log_metrics({f"{name}_d{m}": float(value) for m, row in per_dim.items() for name, value in row.items()})
-        mlflow.log_artifact(str(metrics_path), "evaluation")
-        if plot_path:
-            mlflow.log_artifact(str(plot_path), "evaluation")
+        for m, row in sorted(per_dim.items()):  # the same numbers as curves over the dim
+            mlflow.log_metrics({PER_DIM_PREFIX + name: float(value) for name, value in row.items()}, step=m)
+        log_evaluation_artifacts(Path(metrics_path), per_dim, Path(plot_path) if plot_path else None)
         mlflow.log_dict(cfg.model_dump(mode="json"), "config/params.json")
         example = np.zeros((2, *model.meta["item_shape"]), dtype=np.uint8 if model.meta["kind"] == "images" else np.float32)
         info = mlflow.pytorch.log_model(

@@ -4,8 +4,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import synthetic_images, write_embeddings_table, write_fashion_mnist
+from helpers import REPO, synthetic_images, write_embeddings_table, write_fashion_mnist
 from PIL import Image
+
+
+def _files(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")} if root.exists() else {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def project_mlruns_untouched():
+    """Tests track into temp sqlite stores whose artifacts live beside them; none may write MLflow runs into
+    the project's ./mlruns (the artifact root of the default ./mlflow.db, and MLflow's own default)."""
+    root = REPO / "mlruns"
+    before = _files(root)
+    yield
+    changed = sorted(k for k, v in _files(root).items() if before.get(k) != v)
+    assert not changed, f"tests wrote into {root}: {changed[:5]}"
 
 
 @pytest.fixture
