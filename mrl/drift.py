@@ -72,6 +72,7 @@ class DriftResult:
     recalibrated: bool  # thresholds re-derived for a window smaller than the calibrated size
     seconds: float
     reference_meta: dict[str, Any]
+    checked_at: str = ""  # UTC, ISO 8601
     report_html: str = ""
     summary_json: str = ""
     snapshot_id: str = ""
@@ -322,6 +323,8 @@ def _report(ref: Reference, compared: np.ndarray, current: np.ndarray, ref_cls, 
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import EmbeddingsDrift, ValueDrift
 
+    from mrl.drift_dashboard import threshold_metrics
+
     # The report draws a t-SNE density plot of up to 2,500 rows per side (seconds per prefix on 2 cores);
     # 500 rows per side show the same picture. The drift scores themselves use every compared row.
     legacy_embeddings.SAMPLE_CONSTANT = 500
@@ -341,7 +344,9 @@ def _report(ref: Reference, compared: np.ndarray, current: np.ndarray, ref_cls, 
                for d in ref.prefixes]
     if class_key:
         metrics.append(ValueDrift(column=CLASS_TEST, method="chisquare", threshold=thresholds[class_key]))
-    return Report(metrics).run(
+    # The thresholds ride along as metric values after the scores, for the dashboard to plot beside them.
+    used = {f"d{d}": thresholds[f"d{d}"] for d in ref.prefixes} | ({CLASS_TEST: thresholds[class_key]} if class_key else {})
+    return Report([*metrics, *threshold_metrics(used)]).run(
         current_data=Dataset.from_pandas(frame(current, cur_cls), data_definition=definition),
         reference_data=Dataset.from_pandas(frame(compared, ref_cls), data_definition=definition),
     )
@@ -378,35 +383,33 @@ def check_drift(ref: Reference, current: np.ndarray, labels: np.ndarray | None, 
         ref_cls, cur_cls = predict_classes(compared, ref.centroids), predict_classes(current, ref.centroids)
 
     snapshot = _report(ref, compared, current, ref_cls, cur_cls, thresholds, class_key)
-    values = [float(m["value"]) for m in snapshot.dict()["metrics"]]
     names = [f"d{d}" for d in ref.prefixes] + ([CLASS_TEST] if class_key else [])
+    values = [float(m["value"]) for m in snapshot.dict()["metrics"][: len(names)]]  # the scores; thresholds follow
     tests = verdicts(dict(zip(names, values)), thresholds, class_key)
     result = DriftResult(
         drifted=any(t.drifted for t in tests), tests=tests, method=ref.method, current_rows=rows_read,
         compared_rows=len(current), reference_rows=len(compared),
         class_source=class_key.split("/")[1] if class_key else None, recalibrated=recalibrated,
         seconds=round(time.perf_counter() - started, 3), reference_meta=ref.meta,
+        checked_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     return result, snapshot
 
 
 def write_outputs(result: DriftResult, snapshot, out_dir: str | Path, workspace: str | Path | None,
                   project: str) -> DriftResult:
-    """report.html and summary.json in out_dir; the snapshot added to the local Evidently workspace."""
+    """report.html and summary.json in out_dir; the snapshot added to the local Evidently workspace, whose
+    project gets its drift dashboard (see mrl.drift_dashboard)."""
+    from mrl.drift_dashboard import add_to_workspace, annotate
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    snapshot = annotate(snapshot, result)  # header with verdict, model, windows and thresholds; tags
     html = out / "report.html"
     snapshot.save_html(str(html))
     result.report_html = str(html)
     if workspace:
-        from evidently.ui.workspace import Workspace
-
-        ws = Workspace.create(str(workspace))
-        found = ws.search_project(project)
-        proj = found[0] if found else ws.create_project(project, description="mrl embedding drift checks")
-        verdict = "drift" if result.drifted else "no drift"
-        ref = result.reference_meta.get("collection", "reference")
-        result.snapshot_id = str(ws.add_run(proj.id, snapshot, name=f"{ref}: {verdict}").id)
+        result.snapshot_id = add_to_workspace(snapshot, result, str(workspace), project)
     summary = out / "summary.json"
     result.summary_json = str(summary)
     atomic_write(summary, lambda f: f.write(json.dumps(result.as_dict(), indent=2, default=str).encode()))

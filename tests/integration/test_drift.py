@@ -4,6 +4,7 @@ then `mrl drift` on unchanged and shifted windows, with real Evidently reports a
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import ClassVar
 
 import mlflow
@@ -195,6 +196,64 @@ def test_cli_writes_report_summary_and_workspace_and_exits_by_verdict(env, tmp_p
     ws = Workspace(str(env["tmp"] / "workspace"))
     project = ws.search_project(env["cfg"].drift.project)[0]
     assert len(ws.list_runs(project.id)) >= 2
+
+
+def plotted(snapshot, series) -> float:
+    """The snapshot's one value a dashboard series selects, as the UI selects it (labels match params as strings)."""
+    found = [r.value for r in snapshot.metric_results.values()
+             if r.metric_value_location.metric.params["type"] == series.metric
+             and all(str(r.metric_value_location.metric.params.get(k)) == v for k, v in series.metric_labels.items())]
+    assert len(found) == 1, (series, found)
+    return found[0]
+
+
+def test_workspace_gets_one_drift_dashboard_and_tagged_snapshots(env, tmp_path):
+    """Two real checks into one workspace: the panels exist once, plot metrics the snapshots hold (the
+    thresholds among them), the snapshots carry their tags, and report.html states what was decided on what."""
+    from evidently.sdk.panels import text_panel
+    from evidently.ui.workspace import Workspace
+
+    from mrl.drift_dashboard import TAB, CalibratedThreshold, panel_id
+
+    ws_dir, results = tmp_path / "ws", []
+    for i, shift in enumerate([None, SHIFTS["darker"]]):
+        save_window(tmp_path / f"w{i}", window(env, fresh_images(WINDOW, 600 + i, shift)[0]))
+        results.append(drift.monitor(env["cfg"], tmp_path / f"w{i}", tmp_path / f"r{i}", workspace=ws_dir,
+                                     milvus_uri=env["milvus"], tracking_uri=env["uri"], log=lambda _: None))
+        if i == 0:  # someone's own panel: the next check must leave it alone
+            project = Workspace(str(ws_dir)).search_project(env["cfg"].drift.project)[0]
+            project.dashboard.add_panel(text_panel("team notes"), tab="Notes")
+    assert [r.drifted for r in results] == [False, True]
+
+    ws = Workspace(str(ws_dir))
+    [project] = ws.search_project(env["cfg"].drift.project)
+    dashboard = project.dashboard.model()
+    [tab] = [t for t in dashboard.tabs if t.title == TAB]
+    panels = {p.id: p for p in dashboard.panels}
+    assert len(panels) == len(dashboard.panels) and "team notes" in [p.title for p in dashboard.panels]
+    assert len(tab.panels) == len(set(tab.panels)) == 1 + len(results[0].tests)  # a guide, one per test
+    assert len({panels[p].title for p in tab.panels}) == len(tab.panels)
+
+    snapshots = [ws.get_run(project.id, sid) for sid in ws.list_runs(project.id)]
+    by_verdict = {s.metadata["verdict"]: s for s in snapshots}
+    assert len(snapshots) == 2 and set(by_verdict) == {"no drift", "drift"}
+    model = f"{env['cfg'].registry.model_name} v2"
+    for result in results:
+        verdict = "drift" if result.drifted else "no drift"
+        snap = by_verdict[verdict]
+        assert {"items_v2", "model-v2", verdict.replace(" ", "-")} <= set(snap.tags)
+        assert snap.metadata["model_version"] == "2" and snap.metadata["collection"] == "items_v2"
+        for t in result.tests:
+            score, threshold = panels[panel_id(project.id, t.name)].values
+            assert threshold.metric == CalibratedThreshold.__get_type__()
+            assert plotted(snap, score) == pytest.approx(t.score)
+            assert plotted(snap, threshold) == pytest.approx(t.threshold)
+
+        html = Path(result.report_html).read_text()
+        assert f"Embedding drift check: {'DRIFT (' if result.drifted else 'no drift'}" in html and model in html
+        assert f"current {WINDOW} rows compared" in html and "reference 300 rows" in html
+        assert all(f"{t.threshold:.4g}" in html for t in result.tests)
+        assert "chi-square test p-value" in html and "maximum mean discrepancy" in html
 
 
 def test_cli_dataset_window_is_embedded_with_the_reference_model(env, tmp_path):
