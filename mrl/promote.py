@@ -59,15 +59,27 @@ def resolve_champion(cfg: Config, tracking_uri: str | None, version: str | None 
                     tags.get("mrl.kind", "images"), json.loads(tags.get("mrl.item_shape", "[]")))
 
 
+def load_registered_model(model_uri: str):
+    """The torch module behind a models:/ URI; MRLError if its files are gone (e.g. the artifact store was deleted
+    while the registry database was kept)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pytorch.load_model(model_uri)
+    except (MlflowException, OSError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise MRLError(f"{model_uri}: cannot load the model ({reason}); its artifacts under "
+                       f"{mlflow.get_tracking_uri()} may have been moved or deleted") from None
+
+
 def embed_with(model_uri: str, x: np.ndarray, batch_size: int, desc: str = "embedding catalogue",
                tracking_uri: str | None = None) -> np.ndarray:
     """Embed with a registered model; models:/name/version resolves against tracking_uri (resolved as usual)."""
-    import mlflow
     import torch
 
     mlflow_client(tracking_uri)  # sets the registry URI that models:/ refers to
-
-    model = mlflow.pytorch.load_model(model_uri)
+    model = load_registered_model(model_uri)
     with torch.no_grad():
         return np.concatenate([model(torch.from_numpy(x[i:i + batch_size])).numpy()
                                for i in progress(range(0, len(x), batch_size), desc, "batch")]).astype(np.float32)

@@ -148,12 +148,10 @@ def _load(cfg: Config, milvus_uri: str | None, tracking_uri: str | None, load_mo
     index = open_served_index(cfg.retrieval, milvus_uri, client, log) if items_served or videos is None else None
     encoder, shape = None, []
     if load_model:
-        from mrl.promote import resolve_champion
+        from mrl.promote import load_registered_model, resolve_champion
 
         champion = resolve_champion(cfg, tracking_uri, (index or videos).info.model_version)
-        import mlflow
-
-        encoder, shape = mlflow.pytorch.load_model(champion.model_uri), champion.item_shape
+        encoder, shape = load_registered_model(champion.model_uri), champion.item_shape
     thumbnails = mi.Thumbnails(client, index.name) if index is not None else None
     return Served(index, encoder, shape, videos, thumbnails)
 

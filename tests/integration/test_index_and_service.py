@@ -349,3 +349,11 @@ def test_the_explorer_compares_any_funnel_with_exact_search(service, setup):
         assert bad.status_code == 422 and message in bad.json()["detail"]
     http.__exit__(None, None, None)
     assert not list(qlog.glob("queries-*.npy"))  # explorer runs repeat the page's query: never logged
+
+
+def test_a_model_that_cannot_be_loaded_is_a_one_line_error(setup):
+    from mrl.tracking import client
+
+    client(setup["uri"])  # models:/ resolves against this store
+    with pytest.raises(MRLError, match=r"models:/fashion-mnist-mrl/99: cannot load the model \("):
+        promote_mod.embed_with("models:/fashion-mnist-mrl/99", np.zeros((1, 1, 28, 28), np.uint8), 8)

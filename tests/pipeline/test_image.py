@@ -83,3 +83,24 @@ def test_dockerignore_keeps_what_the_build_copies():
         assert (REPO / path).exists(), f"COPY {path}: not in the repository"
         excluded = [p for p in patterns if fnmatch.fnmatch(path, p.rstrip("/"))]
         assert not excluded, f".dockerignore {excluded} excludes {path}, which the Dockerfile copies"
+
+
+def test_the_installed_package_carries_the_compiled_pipelines_and_the_search_page(tmp_path):
+    """The image installs with `pip install .` (not editable): files other than Python must be package data."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "src"  # what the Dockerfile copies, built outside the checkout (setuptools writes build/)
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    for package in ("mrl", "components", "pipelines"):
+        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(src)], check=True, capture_output=True)
+    names = set(zipfile.ZipFile(next((tmp_path / "dist").glob("mrl-*.whl"))).namelist())
+    compiled = {f"pipelines/{p.name}" for p in (REPO / "pipelines").glob("*.yaml")}
+    assert compiled and compiled <= names, compiled - names
+    assert "mrl/web/index.html" in names
