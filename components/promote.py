@@ -41,11 +41,16 @@ def insert_shard_op(params_yaml: str, tracking_uri: str, milvus_uri: str, work: 
     import json
 
     from mrl.config import parse_params
-    from mrl.promote import Plan, insert_shard
+    from mrl.promote import Plan, abandon_promotion, insert_shard
 
     cfg, item = parse_params(params_yaml, "params_yaml"), json.loads(work)
-    partial = insert_shard(cfg, Plan.from_json(item["plan"]), dataset.path, tracking_uri or None, milvus_uri or None,
-                           item["shard"], item["shards"])
+    the_plan = Plan.from_json(item["plan"])
+    try:
+        partial = insert_shard(cfg, the_plan, dataset.path, tracking_uri or None, milvus_uri or None, item["shard"],
+                               item["shards"])
+    except BaseException:  # the finish step will not run: drop the collection and release the promotion lock
+        abandon_promotion(cfg, the_plan, milvus_uri or None)
+        raise
     with open(top_k.path, "w") as f:
         json.dump(partial, f)
 

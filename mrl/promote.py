@@ -105,10 +105,6 @@ def verify_collection(client, plan: Plan, rc, backend: str, query_ids: list[str]
     return recall
 
 
-def swap_alias(client, alias: str, collection: str, exists: bool) -> None:
-    (client.alter_alias if exists else client.create_alias)(collection_name=collection, alias=alias)
-
-
 def record_funnel(tracking_uri: str | None, cfg: Config, champion: Champion, costs: list[FunnelCost],
                   chosen: FunnelCost) -> None:
     """Chosen funnel and cost-recall curve, with the model version: run artifacts and version tags."""
@@ -198,44 +194,46 @@ def plan_promotion(cfg: Config, data_path: str | Path, tracking_uri: str | None,
                        f"v{champion.version} embeds {champion.kind} of shape {champion.item_shape}")
     client = mi.connect(milvus_uri)  # before the slow work: an unreachable Milvus fails in seconds
     alias = rc.collection_prefix
-    current = mi.alias_target(client, alias)
     name = f"{alias}_v{champion.version}"
-    if name == current:
-        raise MRLError(f"Milvus alias {alias} already serves {name}; nothing to promote")
-
-    # Choose on the same footing as serving: the index type served, over the catalogue (or a large sample) without
-    # the queries, so that no query finds itself (a free hit that would inflate recall).
-    backend = resolve_backend(rc.serve_backend, milvus_uri, client)
-    test = np.flatnonzero(ds.split == "test")
-    query_rows = (test if len(test) else np.arange(len(ds)))[: rc.max_queries]
-    sample = np.arange(len(ds))
-    if len(ds) > rc.choose_sample:
-        rest = np.setdiff1d(sample, query_rows)
-        picked = np.random.default_rng(0).choice(rest, rc.choose_sample - len(query_rows), replace=False)
-        sample = np.sort(np.concatenate([query_rows, picked]))
-    embeddings = embed_with(champion.model_uri, ds.x[sample], cfg.evaluate.batch_size, tracking_uri=tracking_uri)
-    if keep is not None and len(sample) == len(ds):
-        keep["all"] = embeddings
-    queries = embeddings[np.searchsorted(sample, query_rows)]
-    searched = embeddings[~np.isin(sample, query_rows)]
-    # Milvus stores float vectors only: quantized shortlists are candidates where the memory backend serves.
-    candidates = candidate_funnels(rc, champion.nesting_dims, None if backend == "memory" else ["float32"])
-    log(f"choosing the funnel for the {backend} backend ({rc.index_type}) among {len(candidates)} candidates on "
-        f"{len(queries)} held-out queries over {len(searched)} of {len(ds)} items")
-    bar = progress(None, "measuring funnels", "funnel", total=len(candidates))
-    costs = measure_funnels(searched, queries, candidates, rc, progress=bar.update)
-    bar.close()
-    chosen = choose_funnel(costs, rc.target_recall)
-    exact = costs[0]  # candidate_funnels puts exact full-dim search first
-    log(f"chosen funnel {chosen.funnel.name()}: recall@{rc.k} {chosen.recall:.4f}, p50 {chosen.latency_ms:.2f} ms "
-        f"({exact.latency_ms / chosen.latency_ms:.0f}x faster than exact full-dim search, measured), "
-        f"shortlist {chosen.bytes_per_item:.0f} bytes/item")
-    record_funnel(tracking_uri, cfg, champion, costs, chosen)
-
-    if name in client.list_collections():  # left by a killed promotion: never served, safe to rebuild
-        client.drop_collection(name)
-    plan = Plan(name, current, champion, chosen.row(), len(ds), query_rows[: rc.verify_queries].tolist())
+    mi.acquire_promotion_lock(client, alias, name, log)  # held until the alias swap, or released by abandon
+    plan = None
     try:
+        current = mi.alias_target(client, alias)
+        if name == current:
+            raise MRLError(f"Milvus alias {alias} already serves {name}; nothing to promote")
+
+        # Choose on the same footing as serving: the index type served, over the catalogue (or a large sample) without
+        # the queries, so that no query finds itself (a free hit that would inflate recall).
+        backend = resolve_backend(rc.serve_backend, milvus_uri, client)
+        test = np.flatnonzero(ds.split == "test")
+        query_rows = (test if len(test) else np.arange(len(ds)))[: rc.max_queries]
+        sample = np.arange(len(ds))
+        if len(ds) > rc.choose_sample:
+            rest = np.setdiff1d(sample, query_rows)
+            picked = np.random.default_rng(0).choice(rest, rc.choose_sample - len(query_rows), replace=False)
+            sample = np.sort(np.concatenate([query_rows, picked]))
+        embeddings = embed_with(champion.model_uri, ds.x[sample], cfg.evaluate.batch_size, tracking_uri=tracking_uri)
+        if keep is not None and len(sample) == len(ds):
+            keep["all"] = embeddings
+        queries = embeddings[np.searchsorted(sample, query_rows)]
+        searched = embeddings[~np.isin(sample, query_rows)]
+        # Milvus stores float vectors only: quantized shortlists are candidates where the memory backend serves.
+        candidates = candidate_funnels(rc, champion.nesting_dims, None if backend == "memory" else ["float32"])
+        log(f"choosing the funnel for the {backend} backend ({rc.index_type}) among {len(candidates)} candidates on "
+            f"{len(queries)} held-out queries over {len(searched)} of {len(ds)} items")
+        bar = progress(None, "measuring funnels", "funnel", total=len(candidates))
+        costs = measure_funnels(searched, queries, candidates, rc, progress=bar.update)
+        bar.close()
+        chosen = choose_funnel(costs, rc.target_recall)
+        exact = costs[0]  # candidate_funnels puts exact full-dim search first
+        log(f"chosen funnel {chosen.funnel.name()}: recall@{rc.k} {chosen.recall:.4f}, p50 {chosen.latency_ms:.2f} ms "
+            f"({exact.latency_ms / chosen.latency_ms:.0f}x faster than exact full-dim search, measured), "
+            f"shortlist {chosen.bytes_per_item:.0f} bytes/item")
+        record_funnel(tracking_uri, cfg, champion, costs, chosen)
+
+        if name in client.list_collections():  # left by a killed promotion: never served, safe to rebuild
+            client.drop_collection(name)
+        plan = Plan(name, current, champion, chosen.row(), len(ds), query_rows[: rc.verify_queries].tolist())
         save_drift_reference(cfg, name, champion, chosen.funnel, embeddings, ds.labels[sample], ds.classes,
                              tracking_uri, log)
         info = mi.CollectionInfo(name, cfg.registry.model_name, champion.version, chosen.funnel,
@@ -243,7 +241,10 @@ def plan_promotion(cfg: Config, data_path: str | Path, tracking_uri: str | None,
         mi.create_collection(client, info, embeddings.shape[1], rc.index_type, rc.hnsw_m, rc.hnsw_ef_construction,
                              {"thumbnail": "text"} if stores_thumbnails(cfg, ds) else None)
     except BaseException:
-        abandon_promotion(cfg, plan, milvus_uri)
+        if plan is None:
+            mi.release_promotion_lock(client, alias, name)
+        else:
+            abandon_promotion(cfg, plan, milvus_uri)
         raise
     return plan
 
@@ -306,7 +307,8 @@ def finish_promotion(cfg: Config, plan: Plan, data_path: str | Path, tracking_ur
     backend = resolve_backend(rc.serve_backend, milvus_uri, client)
     recall = verify_collection(client, plan, rc, backend, query_ids, queries, truth, log)
     alias = rc.collection_prefix
-    swap_alias(client, alias, plan.collection, exists=plan.previous is not None)
+    mi.swap_alias(client, alias, plan.collection, expected=plan.previous)
+    mi.release_promotion_lock(client, alias, plan.collection)
     log(f"alias {alias} -> {plan.collection} ({plan.rows} rows, verified recall@{rc.k} {recall:.4f} on {len(queries)} "
         f"queries); drift reference {drift.reference_path(cfg, plan.collection)}")
     dropped = drop_old_collections(client, alias, rc.keep_last)
@@ -316,11 +318,14 @@ def finish_promotion(cfg: Config, plan: Plan, data_path: str | Path, tracking_ur
 
 
 def abandon_promotion(cfg: Config, plan: Plan, milvus_uri: str | None) -> None:
-    """Drop what a failed promotion built. The alias never pointed at it, so nothing served is lost."""
+    """Drop what a failed promotion built and release its lock. The alias never pointed at it, so nothing served is
+    lost."""
     client = mi.connect(milvus_uri)
-    if mi.alias_target(client, cfg.retrieval.collection_prefix) != plan.collection:
+    alias = cfg.retrieval.collection_prefix
+    if mi.alias_target(client, alias) != plan.collection:
         client.drop_collection(plan.collection)
         drift.reference_path(cfg, plan.collection).unlink(missing_ok=True)
+    mi.release_promotion_lock(client, alias, plan.collection)
 
 
 def save_drift_reference(cfg: Config, collection: str, champion: Champion, funnel, embeddings: np.ndarray,
@@ -359,6 +364,9 @@ def rollback_index(cfg: Config, milvus_uri: str | None = None, alias: str | None
     current = mi.alias_target(client, alias)
     if current is None:
         raise MRLError(f"Milvus alias {alias} does not exist; nothing to roll back")
+    held = mi.lock_holder(client, alias)
+    if held is not None:  # its swap would fail on the moved alias after all its work; and this would be undone
+        raise MRLError(f"Milvus alias {alias}: a promotion ({held.get('owner')}) is running; roll back after it ends")
     previous = mi.CollectionInfo.read(client, current).previous
     if not previous or previous not in client.list_collections():
         raise MRLError(f"Milvus alias {alias} -> {current}: no previous collection to roll back to")

@@ -158,6 +158,12 @@ def promote_if_better(model_name: str, cfg: RegistryConfig, version: str | None 
         detail = ", ".join(f"d{r['dim']}: {r['challenger']:.4f} < {r['reference']:.4f}" for r in rows if not r["ok"])
         raise MRLError(f"{model_name} v{version} not promoted: {cfg.primary_metric} below {against} at dims "
                        f"{decision.regressed_dims} ({detail})")
+    # MLflow has no compare-and-swap on aliases: re-read right before moving it, so a gate decided against a
+    # champion that another gate replaced meanwhile does not overwrite it.
+    now = alias_version(c, model_name, CHAMPION)
+    if now != champion:
+        raise MRLError(f"{model_name}: champion moved from v{champion} to v{now} while v{version} was gated; "
+                       "run the gate again")
     if champion:
         c.set_model_version_tag(model_name, version, PREVIOUS_TAG, champion)
     c.set_registered_model_alias(model_name, CHAMPION, version)

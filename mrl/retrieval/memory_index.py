@@ -89,7 +89,8 @@ class MemoryFunnelIndex:
                                         cfg.hnsw_ef_construction, cfg.hnsw_ef)
         self.full = full.astype(np.float16) if cfg.rerank_dtype == "float16" else full
         self._row = {item_id: row for row, item_id in enumerate(self.ids)}
-        self._f32, self._prefix_norms, self._explore_lock = None, {}, threading.Lock()  # the explorer's, on first use
+        self._tables: dict[int, np.ndarray] = {}  # the explorer's prefix tables, made at first use
+        self._explore_lock = threading.Lock()
         if log:
             log(f"{name}: {len(self.ids):,} rows read from Milvus in {read_s:.1f}s, {funnel.name()} "
                 f"{cfg.index_type} shortlist built in {self.shortlist.build_s:.1f}s, "
@@ -106,14 +107,15 @@ class MemoryFunnelIndex:
         return hits, result.timings_ms
 
     def explore(self, query: np.ndarray, k: int, d0: int, k0: int) -> tuple[list[dict], dict[str, float], str]:
-        """The search page's explorer: funnel d0@k0 -> the served re-rank dims, by scanning a float32 copy of the
-        catalogue (built at the first call: the served index keeps float16, and an ANN graph at the served d0
-        only). Timed like `exact`, so their ratio is fair; the served funnel (FAISS) beats this scan at equal d0.
+        """The search page's explorer: funnel d0@k0 -> the served re-rank dims, by scanning float32 prefix tables
+        (made at the first call per dim, not timed: the served index keeps float16, and an ANN graph at the served
+        d0 only). Timed like `exact`, so their ratio is fair; the served funnel (FAISS) is faster at equal d0.
         Returns (hits, timings in ms, the funnel's name)."""
         served = self.info.funnel
         funnel = Funnel(d0, k0, tuple(d for d in served.rerank_dims if d > d0) or (self.full.shape[1],), served.shrink)
         query = np.asarray(query, dtype=np.float32)[None, :]
         stages, timings = funnel.stages(k), {}
+        self._table(d0)
         started = time.perf_counter()
         rows, scores = self._scan(query[0], d0, stages[0][1])
         timings[f"scan_d{d0}"] = 1000 * (time.perf_counter() - started)
@@ -124,6 +126,7 @@ class MemoryFunnelIndex:
 
     def exact(self, query: np.ndarray, k: int) -> tuple[list[dict], float]:
         """Exact full-dim top-k by the explorer's scan, and its time in ms."""
+        self._table(self.full.shape[1])
         started = time.perf_counter()
         rows, scores = self._scan(np.asarray(query, dtype=np.float32), self.full.shape[1], k)
         return self._hits(rows, scores), 1000 * (time.perf_counter() - started)
@@ -131,14 +134,17 @@ class MemoryFunnelIndex:
     def _hits(self, rows: np.ndarray, scores: np.ndarray) -> list[dict]:
         return [{"id": self.ids[i], "score": float(s), "label": self.labels[i]} for i, s in zip(rows, scores)]
 
-    def _scan(self, query: np.ndarray, dim: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-`keep` by cosine of the dim-prefixes over every item."""
+    def _table(self, dim: int) -> np.ndarray:
+        """The normalized float32 dim-prefixes of every item, contiguous, made at first use and kept (the explorer's
+        memory: up to the sum of the nesting dims x N x 4 bytes, about twice the float32 catalogue)."""
         with self._explore_lock:
-            if self._f32 is None:
-                self._f32, self._prefix_norms = np.ascontiguousarray(self.full, dtype=np.float32), {}
-            if dim not in self._prefix_norms:
-                self._prefix_norms[dim] = np.maximum(np.linalg.norm(self._f32[:, :dim], axis=1), 1e-12)
-        scores = (self._f32[:, :dim] @ normalized_prefix(query, dim)) / self._prefix_norms[dim]
+            if dim not in self._tables:
+                self._tables[dim] = normalized_prefix(self.full, dim)
+            return self._tables[dim]
+
+    def _scan(self, query: np.ndarray, dim: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-`keep` by cosine of the dim-prefixes over every item (call `_table(dim)` first: not timed)."""
+        scores = self._tables[dim] @ normalized_prefix(query, dim)
         keep = min(keep, len(scores))
         top = np.argpartition(-scores, keep - 1)[:keep]
         top = top[np.argsort(-scores[top], kind="stable")]

@@ -157,6 +157,76 @@ def alias_target(client, alias: str) -> str | None:
     return client.describe_alias(alias)["collection_name"]
 
 
+LOCK_PROPERTY = "mrl.promotion_lock"  # property of the lock collection: who holds it, since when
+LOCK_STALE_S = 6 * 3600  # a lock this old is abandoned (a promotion of the demo takes minutes, of 1M rows < 1 h)
+
+
+def lock_collection(alias: str) -> str:
+    return f"{alias}_promotion_lock"
+
+
+def lock_holder(client, alias: str) -> dict | None:
+    """{"owner", "token", "since", "host", "pid"} of the promotion holding `alias`'s lock, or None."""
+    name = lock_collection(alias)
+    if not client.has_collection(name):
+        return None
+    return json.loads(client.describe_collection(name).get("properties", {}).get(LOCK_PROPERTY) or "{}") or {
+        "owner": "unknown", "since": 0}
+
+
+def acquire_promotion_lock(client, alias: str, owner: str, log=None) -> None:
+    """Hold `alias`'s promotion lock: a marker collection, because a promotion's steps may run in different
+    processes or pods (KFP), which share only Milvus. Creating a collection that exists fails, and the holder's
+    random token is read back, so of two promotions starting together exactly one goes on. A lock older than
+    LOCK_STALE_S is taken over (its promotion died without cleaning up); a younger one is a clear error."""
+    import socket
+    import uuid
+
+    held = lock_holder(client, alias)
+    name = lock_collection(alias)
+    if held is not None:
+        age = time.time() - float(held.get("since", 0))
+        if age < LOCK_STALE_S:
+            since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(held.get("since", 0))))
+            raise MRLError(f"Milvus alias {alias}: another promotion ({held.get('owner')} on {held.get('host', '?')}) "
+                           f"holds the promotion lock since {since}; wait for it, or if it died, release the lock "
+                           f"(`mrl unlock-index`, or drop the Milvus collection {name})")
+        client.drop_collection(name)
+        if log:
+            log(f"took over the promotion lock of {held.get('owner')}, abandoned {age / 3600:.1f} h ago")
+    token = uuid.uuid4().hex
+    record = {"owner": owner, "token": token, "since": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
+    from pymilvus import DataType, MilvusClient
+
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector field; the lock holds no rows
+    try:
+        client.create_collection(name, schema=schema, properties={LOCK_PROPERTY: json.dumps(record)})
+    except Exception:  # pymilvus raises MilvusException: the collection appeared since we looked
+        pass
+    if (lock_holder(client, alias) or {}).get("token") != token:
+        raise MRLError(f"Milvus alias {alias}: another promotion took the promotion lock just now; try again later")
+
+
+def release_promotion_lock(client, alias: str, owner: str) -> None:
+    """Release the lock if `owner` holds it (a failed promotion may never have taken it)."""
+    held = lock_holder(client, alias)
+    if held is not None and held.get("owner") == owner:
+        client.drop_collection(lock_collection(alias))
+
+
+def swap_alias(client, alias: str, collection: str, expected: str | None) -> None:
+    """Point `alias` at `collection`, if it still points where this promotion found it (`expected`; None: no alias).
+    Milvus has no compare-and-swap: the promotion lock keeps other promotions out, and this re-check catches
+    anything else that moved the alias meanwhile (a rollback, a promotion that ignored the lock)."""
+    current = alias_target(client, alias)
+    if current != expected:
+        raise MRLError(f"Milvus alias {alias} now points at {current}, not {expected} as when this promotion started; "
+                       f"refusing to overwrite it with {collection}")
+    (client.alter_alias if expected is not None else client.create_alias)(collection_name=collection, alias=alias)
+
+
 def row_count(client, name: str) -> int:
     """Rows in the collection, counted with Strong consistency. A Milvus server answers the default (Bounded) reads
     from its last consumed state, which right after an insert misses the last batches (measured on 2.3: 18,000 of

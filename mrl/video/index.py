@@ -102,12 +102,20 @@ def promote_segments(cfg: Config, segments_path: str | Path, milvus_uri: str | N
                      log: Callable[[str], None] = print) -> VideoPromotion:
     """Index the segments artifact in a new collection (and its frames companion), verify, swap the video alias.
     Any failure before the swap drops what was built; the alias and the served collections are untouched."""
-    from mrl.promote import swap_alias
-
-    rc, alias = cfg.retrieval, cfg.video.collection_prefix
+    alias, owner = cfg.video.collection_prefix, f"segments {Path(segments_path).name}"
     segments = load_segments(segments_path)
     dims = [int(d) for d in segments.meta["nesting_dims"]]
     client = mi.connect(milvus_uri)
+    mi.acquire_promotion_lock(client, alias, owner, log)
+    try:
+        return _promote_segments(cfg, segments, dims, client, milvus_uri, log)
+    finally:
+        mi.release_promotion_lock(client, alias, owner)
+
+
+def _promote_segments(cfg: Config, segments: Segments, dims: list[int], client, milvus_uri: str | None,
+                      log: Callable[[str], None]) -> VideoPromotion:
+    rc, alias = cfg.retrieval, cfg.video.collection_prefix
     current = mi.alias_target(client, alias)
     name = next_collection(client, alias)
     backend = resolve_backend(rc.serve_backend, milvus_uri, client)
@@ -133,7 +141,11 @@ def promote_segments(cfg: Config, segments_path: str | Path, milvus_uri: str | N
     except BaseException:
         drop_video_collection(client, name)
         raise
-    swap_alias(client, alias, name, exists=current is not None)
+    try:
+        mi.swap_alias(client, alias, name, expected=current)
+    except MRLError:
+        drop_video_collection(client, name)
+        raise
     log(f"alias {alias} -> {name} ({len(segments):,} segments of {len(segments.videos)} videos, "
         f"{len(segments.frame_times):,} frames, verified recall@{rc.k} {recall:.4f})")
     dropped = drop_old_video_collections(client, alias, rc.keep_last)

@@ -152,12 +152,69 @@ def test_a_failure_at_any_step_leaves_the_alias_and_the_old_collection(setup, mi
     def boom(*args, **kwargs):
         raise RuntimeError(f"injected failure in {step}")
 
-    monkeypatch.setattr(promote_mod if step in ("verify_collection", "swap_alias") else mi, step, boom)
+    monkeypatch.setattr(promote_mod if step == "verify_collection" else mi, step, boom)
     with pytest.raises(RuntimeError, match="injected failure"):
         promote(setup, client, "2", uri=uri)
     assert mi.alias_target(client, "items") == "items_v1"
     assert mi.row_count(client, "items_v1") == before
     assert "items_v2" not in client.list_collections(), "the partial collection must be cleaned up"
+    assert mi.lock_holder(client, "items") is None, "a failed promotion releases its lock"
+
+
+def test_a_promotion_waits_for_the_lock_and_never_overwrites_a_moved_alias(setup, milvus):
+    client, uri = milvus
+    promote(setup, client, "1", uri=uri)
+    mi.acquire_promotion_lock(client, "items", "items_v9")  # another promotion, e.g. a KFP run between its steps
+    with pytest.raises(MRLError, match=r"another promotion \(items_v9 on .*\) holds the promotion lock"):
+        promote(setup, client, "2", uri=uri)
+    with pytest.raises(MRLError, match=r"a promotion \(items_v9\) is running"):
+        promote_mod.rollback_index(setup["cfg"], uri)
+    assert mi.alias_target(client, "items") == "items_v1" and "items_v2" not in client.list_collections()
+    mi.release_promotion_lock(client, "items", "items_v9")
+
+    # A plan made before the alias moved (a stale KFP plan, or a rollback that ran meanwhile) must not swap it back.
+    set_champion(setup, "2")
+    plan = promote_mod.plan_promotion(setup["cfg"], setup["data"], setup["uri"], uri, None, log=lambda _: None)
+    partial = promote_mod.insert_shard(setup["cfg"], plan, setup["data"], setup["uri"], uri, 0, 1)
+    client.create_alias(collection_name="items_v1", alias="elsewhere")  # an unrelated alias: no effect
+    orphan = mi.CollectionInfo("items_v7", "x", "7", promote_mod.mi.Funnel(4, 20, (16,)), [4, 8, 16], 10, None)
+    mi.create_collection(client, orphan, 16, "FLAT", 16, 100)
+    client.alter_alias(collection_name="items_v7", alias="items")  # moved behind the plan's back
+    with pytest.raises(MRLError, match="now points at items_v7, not items_v1"):
+        try:
+            promote_mod.finish_promotion(setup["cfg"], plan, setup["data"], setup["uri"], uri, [partial],
+                                         log=lambda _: None)
+        except BaseException:
+            promote_mod.abandon_promotion(setup["cfg"], plan, uri)
+            raise
+    assert mi.alias_target(client, "items") == "items_v7"
+    assert "items_v2" not in client.list_collections() and mi.lock_holder(client, "items") is None
+
+
+def test_of_promotions_starting_together_exactly_one_takes_the_lock(milvus):
+    import threading
+
+    client, _ = milvus
+
+    def take(owner, barrier, outcomes):
+        barrier.wait()
+        try:
+            mi.acquire_promotion_lock(client, "items", owner)
+            outcomes[owner] = "held"
+        except MRLError:
+            outcomes[owner] = "refused"
+
+    for attempt in range(5):
+        barrier, outcomes = threading.Barrier(2), {}
+        threads = [threading.Thread(target=take, args=(f"items_v{attempt}{i}", barrier, outcomes)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes.values()) == ["held", "refused"], outcomes
+        winner = next(o for o, v in outcomes.items() if v == "held")
+        assert mi.lock_holder(client, "items")["owner"] == winner
+        mi.release_promotion_lock(client, "items", winner)
 
 
 def test_a_collection_left_by_a_killed_promotion_is_rebuilt(setup, milvus):
