@@ -173,13 +173,20 @@ def decode_image(data: str, item_shape: list[int]) -> np.ndarray:
 
 def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | None = None,
                query_log_dir: str | Path = "artifacts/query_log", load_model: bool = True, client=None,
-               query_log_max_age_s: float = 60.0) -> FastAPI:
+               query_log_max_age_s: float = 60.0, reload_interval_s: float = 30.0) -> FastAPI:
+    """The service. Every `reload_interval_s` (0: never) it checks the Milvus aliases and, when a promotion or
+    rollback moved one, loads the new collection while still serving the old one, then swaps them."""
     import faiss
+
+    from mrl.retrieval import milvus_index as mi
 
     faiss.omp_set_num_threads(1)  # one query per request: parallelism comes from requests, not OpenMP threads
     registry = CollectorRegistry()
     requests = Counter("mrl_search_requests_total", "search requests", ["kind", "status"], registry=registry)
     latency = Histogram("mrl_search_latency_seconds", "search latency", ["stage"], registry=registry)
+    failures = Counter("mrl_search_failures_total", "searches that failed unexpectedly (503)", ["error"],
+                       registry=registry)
+    reloads = Counter("mrl_index_reloads_total", "index loads after the start", ["trigger", "status"], registry=registry)
     query_log = QueryLog(Path(query_log_dir), max_age_s=query_log_max_age_s)
     # Video queries (frames, clips) come from another distribution than the items catalogue: a window of their own,
     # so that `mrl drift` on the query log compares item queries with the items' reference.
@@ -187,8 +194,11 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
     state: dict[str, Served | None] = {"served": None}
     lock = threading.Lock()
 
+    def log(line: str) -> None:
+        print(line, flush=True)
+
     def reload() -> Served:
-        served = _load(cfg, milvus_uri, tracking_uri, load_model, client, log=lambda line: print(line, flush=True))
+        served = _load(cfg, milvus_uri, tracking_uri, load_model, client, log=log)
         with lock:
             state["served"] = served
         return served
@@ -201,10 +211,38 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
                 raise HTTPException(503, f"index not ready: {e}") from None
         return state["served"]
 
+    def follow_aliases() -> None:
+        """Reload when an alias points elsewhere than what is served. On failure keep serving (and retry next time):
+        a half-loaded index never replaces a working one."""
+        s = state["served"]
+        if s is None:
+            with contextlib.suppress(MRLError):
+                reload()
+            return
+        c = (s.index or s.videos).client
+        have = (s.index.name if s.index else None, s.videos.name if s.videos else None)
+        want = (mi.alias_target(c, cfg.retrieval.collection_prefix), mi.alias_target(c, cfg.video.collection_prefix))
+        if want == have:
+            return
+        try:
+            reload()
+        except Exception as e:  # MRLError, or Milvus errors while the new collection is read
+            reloads.labels("alias", "failed").inc()
+            log(f"alias moved to {want}; loading it failed, still serving {have}: {e}")
+            return
+        reloads.labels("alias", "ok").inc()
+        log(f"followed the aliases: now serving {want} (was {have})")
+
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         with contextlib.suppress(MRLError):  # no index yet: /readyz says 503 and the next request retries
             reload()
+
+        async def follow():
+            while True:
+                await asyncio.sleep(reload_interval_s)
+                with contextlib.suppress(Exception):  # logged and counted inside; never end the loop
+                    await run_in_threadpool(follow_aliases)
 
         async def flush_stale_logs():
             while True:
@@ -212,9 +250,12 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
                 query_log.flush_if_stale()
                 video_query_log.flush_if_stale()
 
-        flusher = asyncio.create_task(flush_stale_logs())
+        tasks = [asyncio.create_task(flush_stale_logs())]
+        if reload_interval_s > 0:
+            tasks.append(asyncio.create_task(follow()))
         yield
-        flusher.cancel()
+        for task in tasks:
+            task.cancel()
         query_log.flush()  # keep the last partial window on shutdown
         video_query_log.flush()
 
@@ -266,6 +307,17 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
 
     @app.post("/search")
     async def search(req: SearchRequest):
+        try:
+            return await answer(req)
+        except HTTPException:
+            raise
+        except Exception as e:  # e.g. a collection dropped under a replica that has not followed the alias yet
+            failures.labels(type(e).__name__).inc()
+            reason = (str(e).splitlines() or [""])[0][:200]
+            raise HTTPException(503, f"search failed ({type(e).__name__}: {reason}); the index may be changing, "
+                                     "retry") from None
+
+    async def answer(req: SearchRequest) -> JSONResponse:
         s = state["served"] or await run_in_threadpool(served)
         index = s.videos if req.index == "videos" else s.index
         light = req.image is None and req.clip is None and req.funnel is None and not req.exact
@@ -416,7 +468,9 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
         try:
             s = reload()
         except MRLError as e:
+            reloads.labels("admin", "failed").inc()
             raise HTTPException(503, f"reload failed, still serving the previous index: {e}") from None
+        reloads.labels("admin", "ok").inc()
         return {"collection": (s.index or s.videos).name, "model_version": s.model_version} | (
             {"videos": s.videos.name} if s.videos else {})
 

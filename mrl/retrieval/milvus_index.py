@@ -189,8 +189,9 @@ def acquire_promotion_lock(client, alias: str, owner: str, log=None) -> None:
         if age < LOCK_STALE_S:
             since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(held.get("since", 0))))
             raise MRLError(f"Milvus alias {alias}: another promotion ({held.get('owner')} on {held.get('host', '?')}) "
-                           f"holds the promotion lock since {since}; wait for it, or if it died, release the lock "
-                           f"(`mrl unlock-index`, or drop the Milvus collection {name})")
+                           f"holds the promotion lock since {since}; wait for it, or if it died, release the lock by "
+                           f"dropping the Milvus collection {name} (taken over by itself after "
+                           f"{LOCK_STALE_S // 3600} h)")
         client.drop_collection(name)
         if log:
             log(f"took over the promotion lock of {held.get('owner')}, abandoned {age / 3600:.1f} h ago")

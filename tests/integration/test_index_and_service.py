@@ -414,3 +414,32 @@ def test_a_model_that_cannot_be_loaded_is_a_one_line_error(setup):
     client(setup["uri"])  # models:/ resolves against this store
     with pytest.raises(MRLError, match=r"models:/fashion-mnist-mrl/99: cannot load the model \("):
         promote_mod.embed_with("models:/fashion-mnist-mrl/99", np.zeros((1, 1, 28, 28), np.uint8), 8)
+
+
+def test_the_service_follows_the_alias_and_answers_503_not_500_when_its_collection_vanishes(setup, milvus, tmp_path):
+    from mrl.serve import create_app
+
+    client, uri = milvus
+    promote(setup, client, "1", uri=uri)
+    app = create_app(setup["cfg"], uri, setup["uri"], tmp_path / "qlog", load_model=False, client=client,
+                     reload_interval_s=0.3)
+    with TestClient(app) as http:
+        assert http.get("/readyz").json()["collection"] == "items_v1"
+        promote(setup, client, "2", uri=uri)  # no /admin/reload: the replica notices the alias moved
+        deadline = time.monotonic() + 30
+        while http.get("/readyz").json()["collection"] != "items_v2" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert http.post("/search", json={"id": "fmnist-test-00001"}).json()["collection"] == "items_v2"
+        assert 'mrl_index_reloads_total{status="ok",trigger="alias"} 1.0' in http.get("/metrics").text
+
+    # A replica that does not follow (interval 0), on the milvus backend, whose collection is dropped under it:
+    # a 503 that says why, counted in /metrics, not a 500.
+    cfg = load_config(None, [*PARAMS, "retrieval.serve_backend=milvus"])
+    app = create_app(cfg, uri, setup["uri"], tmp_path / "qlog", load_model=False, client=client, reload_interval_s=0)
+    with TestClient(app) as http:
+        assert http.post("/search", json={"id": "fmnist-test-00001"}).status_code == 200
+        client.drop_alias("items")
+        client.drop_collection("items_v2")
+        answer = http.post("/search", json={"vector": [0.25] * 16})
+        assert answer.status_code == 503 and answer.json()["detail"].startswith("search failed (")
+        assert 'mrl_search_failures_total{error="' in http.get("/metrics").text
