@@ -92,7 +92,8 @@ def per_dim_markdown(per_dim: dict[int, dict[str, float]]) -> str:
 
 def lineage_tags(data_path: str) -> dict[str, str]:
     """Where the model came from: the dataset file and its sha256 (when this process can read it; a KFP
-    step sees only its own inputs), and the git commit of the current directory (when it is a checkout)."""
+    step sees only its own inputs), and the git commit of the checkout this code runs from (none for a wheel
+    installed outside one, as in the image)."""
     tags = {"mrl.data": data_path}
     path = Path(data_path)
     if data_path and path.is_file():
@@ -102,7 +103,8 @@ def lineage_tags(data_path: str) -> dict[str, str]:
                 digest.update(block)
         tags["mrl.data_sha256"] = digest.hexdigest()
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).resolve().parent)  # the code that trained: this checkout
         if commit.returncode == 0:
             tags["mrl.git_commit"] = commit.stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
