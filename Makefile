@@ -7,7 +7,7 @@ FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 ARTIFACTS ?= artifacts
 MRL := $(BIN)/mrl
 
-.PHONY: install data demo repro test bench-quality bench-retrieval bench-video bench-load bench-drift lint compile clean
+.PHONY: install data demo repro test bench-quality bench-retrieval bench-video bench-text bench-load bench-drift lint compile clean
 
 install: $(VENV)/.installed
 	@bash scripts/get-actionlint.sh .tools/actionlint
@@ -64,6 +64,14 @@ bench-retrieval: install data
 bench-video: install data
 	@test -n "$(MODEL)" || { echo "error: no trained model; run make demo first or pass MODEL=path/to/model.pt" >&2; exit 2; }
 	$(BIN)/python bench/video.py --model $(MODEL) --data-dir $(FASHION_MNIST_DIR) --out bench/results/video.md
+
+# Text: a Matryoshka adapter over all-MiniLM-L6-v2 trained on WordNet as a reverse dictionary (Debian's wordnet-base,
+# installed when missing), against the base truncated to each dim, PCA and the base at full dim. Base embeddings are
+# cached under artifacts/bench/text-cache/.
+WORDNET_DIR ?= /usr/share/wordnet
+bench-text: install
+	@bash scripts/get-wordnet.sh "$(WORDNET_DIR)"
+	$(BIN)/python bench/text.py --wordnet-dir $(WORDNET_DIR) --out bench/results/text.md
 
 # `mrl serve` under 1 and 50 concurrent clients for 60 s each, memory vs milvus backend, over the demo's index
 # (./milvus.db). About 5 min on 2 cores.

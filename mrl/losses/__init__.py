@@ -3,5 +3,6 @@
 from mrl.losses.classification import NestedLinearHeads, TiedLinearHead
 from mrl.losses.contrastive import InfoNCE
 from mrl.losses.matryoshka import MatryoshkaLoss, build_loss
+from mrl.losses.pairs import PairInfoNCE
 
-__all__ = ["InfoNCE", "MatryoshkaLoss", "NestedLinearHeads", "TiedLinearHead", "build_loss"]
+__all__ = ["InfoNCE", "MatryoshkaLoss", "NestedLinearHeads", "PairInfoNCE", "TiedLinearHead", "build_loss"]
