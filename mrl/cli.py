@@ -637,7 +637,7 @@ def _print_drift_check(cfg, pipeline_root: Path) -> None:
     shutil.copyfile(report, html)
     typer.echo(f"\ndrift check: held-out split vs the reference of {result.reference_meta.get('collection')}\n"
                + format_result(result))
-    typer.echo(f"drift report:   {html}\ndrift history:  evidently ui --workspace {cfg.drift.workspace}")
+    typer.echo(f"drift report:   {html}\ndrift history:  evidently ui --workspace {cfg.drift.workspace} --port 8001")
 
 
 @pipeline_app.command("compile")
@@ -720,7 +720,7 @@ def drift(
     typer.echo(format_result(result))
     typer.echo(f"report:  {result.report_html}\nsummary: {result.summary_json}")
     if ws is not None:
-        typer.echo(f"history: evidently ui --workspace {ws}   (http://127.0.0.1:8000)")
+        typer.echo(f"history: evidently ui --workspace {ws} --port 8001   (http://127.0.0.1:8001; 8000 is mrl serve)")
     if not result.drifted:
         raise typer.Exit(0)
     if action:
