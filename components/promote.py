@@ -10,15 +10,21 @@ from components.image import MRL_IMAGE
 
 
 @dsl.component(base_image=MRL_IMAGE, install_kfp_package=False)
-def plan_promotion_op(params_yaml: str, tracking_uri: str, milvus_uri: str, version: str, dataset: Input[Dataset]
-                      ) -> str:
+def plan_promotion_op(params_yaml: str, tracking_uri: str, milvus_uri: str, version: str, dataset: Input[Dataset],
+                      embeddings: Output[Artifact]) -> str:
     """Check the champion and data, choose the funnel, save the drift reference, create the empty collection.
-    Returns the plan (JSON). Empty URIs: the pod's $MLFLOW_TRACKING_URI / $MILVUS_URI."""
+    Returns the plan (JSON). Empty URIs: the pod's $MLFLOW_TRACKING_URI / $MILVUS_URI. `embeddings`: the whole
+    catalogue's embeddings (.npy) when the funnel was chosen on all of it, so the insert steps do not embed it again;
+    else no rows (a catalogue above retrieval.choose_sample: each shard embeds its own rows)."""
     from mrl.config import parse_params
-    from mrl.promote import plan_promotion
+    from mrl.promote import plan_promotion, save_catalogue
 
     cfg = parse_params(params_yaml, "params_yaml")
-    return plan_promotion(cfg, dataset.path, tracking_uri or None, milvus_uri or None, version).to_json()
+    keep: dict = {}
+    plan = plan_promotion(cfg, dataset.path, tracking_uri or None, milvus_uri or None, version, keep=keep)
+    embeddings.metadata["rows"] = save_catalogue(embeddings.path, keep.get("all"))
+    return plan.to_json()
+
 
 
 @dsl.component(base_image=MRL_IMAGE, install_kfp_package=False)
@@ -35,19 +41,19 @@ def shard_list_op(params_yaml: str, plan: str) -> list:
 
 @dsl.component(base_image=MRL_IMAGE, install_kfp_package=False)
 def insert_shard_op(params_yaml: str, tracking_uri: str, milvus_uri: str, work: str, dataset: Input[Dataset],
-                    top_k: Output[Artifact]):
+                    embeddings: Input[Artifact], top_k: Output[Artifact]):
     """Embed one shard (a shard_list_op item) and insert it; writes its exact top-k for the verify queries (a file:
     too large for a parameter, which kfp.local passes on a command line)."""
     import json
 
     from mrl.config import parse_params
-    from mrl.promote import Plan, abandon_promotion, insert_shard
+    from mrl.promote import Plan, abandon_promotion, insert_shard, load_catalogue
 
     cfg, item = parse_params(params_yaml, "params_yaml"), json.loads(work)
     the_plan = Plan.from_json(item["plan"])
     try:
         partial = insert_shard(cfg, the_plan, dataset.path, tracking_uri or None, milvus_uri or None, item["shard"],
-                               item["shards"])
+                               item["shards"], load_catalogue(embeddings.path))
     except BaseException:  # the finish step will not run: drop the collection and release the promotion lock
         abandon_promotion(cfg, the_plan, milvus_uri or None)
         raise
@@ -57,12 +63,13 @@ def insert_shard_op(params_yaml: str, tracking_uri: str, milvus_uri: str, work: 
 
 @dsl.component(base_image=MRL_IMAGE, install_kfp_package=False)
 def finish_promotion_op(params_yaml: str, tracking_uri: str, milvus_uri: str, plan: str,
-                        partials: Input[list[Artifact]], dataset: Input[Dataset], promotion: Output[Artifact]) -> str:
+                        partials: Input[list[Artifact]], dataset: Input[Dataset], embeddings: Input[Artifact],
+                        promotion: Output[Artifact]) -> str:
     """Verify row count and funnel recall through Milvus, then swap the serving alias. Returns the collection."""
     import json
 
     from mrl.config import parse_params
-    from mrl.promote import Plan, abandon_promotion, finish_promotion
+    from mrl.promote import Plan, abandon_promotion, finish_promotion, load_catalogue
 
     cfg = parse_params(params_yaml, "params_yaml")
     the_plan = Plan.from_json(plan)
@@ -71,7 +78,8 @@ def finish_promotion_op(params_yaml: str, tracking_uri: str, milvus_uri: str, pl
         for part in partials:
             with open(part.path) as f:
                 tops.append(json.load(f))
-        r = finish_promotion(cfg, the_plan, dataset.path, tracking_uri or None, milvus_uri or None, tops)
+        r = finish_promotion(cfg, the_plan, dataset.path, tracking_uri or None, milvus_uri or None, tops,
+                             load_catalogue(embeddings.path))
     except BaseException:
         abandon_promotion(cfg, the_plan, milvus_uri or None)
         raise

@@ -249,6 +249,20 @@ def plan_promotion(cfg: Config, data_path: str | Path, tracking_uri: str | None,
     return plan
 
 
+def save_catalogue(path: str | Path, embeddings: np.ndarray | None) -> int:
+    """Write the plan's catalogue embeddings (.npy) for the insert steps, or an empty array when the plan embedded
+    only a sample (each shard then embeds its own rows). Returns the rows written."""
+    with open(path, "wb") as f:  # a file object: np.save would append .npy to a path
+        np.save(f, np.empty((0, 0), dtype=np.float32) if embeddings is None else embeddings)
+    return 0 if embeddings is None else len(embeddings)
+
+
+def load_catalogue(path: str | Path) -> np.ndarray | None:
+    """`save_catalogue`'s array, memory-mapped (a shard reads only its rows); None when it holds no rows."""
+    catalogue = np.load(path, mmap_mode="r")
+    return catalogue if len(catalogue) else None
+
+
 def stores_thumbnails(cfg: Config, ds) -> bool:
     return cfg.retrieval.thumbnails and ds.kind == "images"
 
@@ -258,19 +272,20 @@ def shard_rows(n: int, shard: int, shards: int) -> np.ndarray:
 
 
 def insert_shard(cfg: Config, plan: Plan, data_path: str | Path, tracking_uri: str | None, milvus_uri: str | None,
-                 shard: int, shards: int, embeddings: np.ndarray | None = None) -> dict:
-    """Embed and insert one contiguous shard of the catalogue. Returns the shard's exact top-k for the
-    verification queries ({"ids", "scores"}), which `finish_promotion` merges into the whole catalogue's."""
+                 shard: int, shards: int, catalogue: np.ndarray | None = None) -> dict:
+    """Embed (unless `catalogue`, the whole catalogue's embeddings from the plan, is given) and insert one
+    contiguous shard of the catalogue. Returns the shard's exact top-k for the verification queries
+    ({"ids", "scores"}), which `finish_promotion` merges into the whole catalogue's."""
     rc = cfg.retrieval
     ds = load_dataset(data_path)
     rows = shard_rows(len(ds), shard, shards)
-    if embeddings is None:
+    if catalogue is None:
         embeddings = embed_with(plan.champion.model_uri, ds.x[rows], cfg.evaluate.batch_size,
                                 f"embedding shard {shard + 1}/{shards}", tracking_uri)
         queries = embed_with(plan.champion.model_uri, ds.x[plan.verify_rows], cfg.evaluate.batch_size, "queries",
                              tracking_uri)
     else:
-        queries = embeddings[plan.verify_rows]
+        embeddings, queries = np.asarray(catalogue[rows]), np.asarray(catalogue[plan.verify_rows])
     labels = [str(ds.classes[i]) if i >= 0 else "" for i in ds.labels[rows]]
     client = mi.connect(milvus_uri)
     bar = progress(None, f"inserting into {plan.collection}", "row", total=len(rows))
@@ -287,18 +302,18 @@ def insert_shard(cfg: Config, plan: Plan, data_path: str | Path, tracking_uri: s
 
 
 def finish_promotion(cfg: Config, plan: Plan, data_path: str | Path, tracking_uri: str | None, milvus_uri: str | None,
-                     partials: list[dict], embeddings: np.ndarray | None = None,
+                     partials: list[dict], catalogue: np.ndarray | None = None,
                      log: Callable[[str], None] = print) -> PromotionResult:
     """Verify the full collection (row count; funnel recall through Milvus against the merged exact top-k),
     then swap the serving alias and drop collections beyond keep_last."""
     rc = cfg.retrieval
     client = mi.connect(milvus_uri)
     ds = load_dataset(data_path)
-    if embeddings is None:
+    if catalogue is None:
         queries = embed_with(plan.champion.model_uri, ds.x[plan.verify_rows], cfg.evaluate.batch_size, "queries",
                              tracking_uri)
     else:
-        queries = embeddings[plan.verify_rows]
+        queries = np.asarray(catalogue[plan.verify_rows])
     query_ids = [str(i) for i in ds.ids[plan.verify_rows]]
     ids = np.concatenate([np.asarray(p["ids"], dtype=object) for p in partials], axis=1)
     scores = np.concatenate([np.asarray(p["scores"]) for p in partials], axis=1)

@@ -44,14 +44,17 @@ def build(cluster: ClusterConfig = DEFAULT_CLUSTER):
         plan = on_cluster(plan_promotion_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
                                             version=register.outputs["Output"], dataset=ingest.outputs["dataset"]),
                           cluster)
-        shards = on_cluster(shard_list_op(params_yaml=params_yaml, plan=plan.output), cluster)
+        # The plan's catalogue embeddings travel to the insert and finish steps: the catalogue is embedded once.
+        shards = on_cluster(shard_list_op(params_yaml=params_yaml, plan=plan.outputs["Output"]), cluster)
         with dsl.ParallelFor(shards.output) as work:
             insert = on_cluster(insert_shard_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
-                                                work=work,
-                                                dataset=ingest.outputs["dataset"]), cluster)
+                                                work=work, dataset=ingest.outputs["dataset"],
+                                                embeddings=plan.outputs["embeddings"]), cluster)
         promote = on_cluster(finish_promotion_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
-                                                 plan=plan.output, partials=dsl.Collected(insert.outputs["top_k"]),
-                                                 dataset=ingest.outputs["dataset"]), cluster)
+                                                 plan=plan.outputs["Output"],
+                                                 partials=dsl.Collected(insert.outputs["top_k"]),
+                                                 dataset=ingest.outputs["dataset"],
+                                                 embeddings=plan.outputs["embeddings"]), cluster)
         on_cluster(dataset_drift_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
                                     dataset=ingest.outputs["dataset"], split=drift_split).after(promote), cluster)
         return register.outputs["Output"]
