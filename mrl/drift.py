@@ -557,7 +557,7 @@ def monitor(cfg: Config, current: str | Path, out_dir: str | Path, reference: st
     ref = load_reference(ref_path)
 
     def embed(x: np.ndarray) -> np.ndarray:
-        from mrl.promote import embed_with
+        from mrl.champion import embed_with
 
         log(f"embedding {len(x)} items with {ref.meta.get('model_uri')}")
         return embed_with(ref.meta["model_uri"], x, cfg.evaluate.batch_size, "embedding window", tracking_uri)

@@ -148,7 +148,7 @@ def _load(cfg: Config, milvus_uri: str | None, tracking_uri: str | None, load_mo
     index = open_served_index(cfg.retrieval, milvus_uri, client, log) if items_served or videos is None else None
     encoder, shape = None, []
     if load_model:
-        from mrl.promote import load_registered_model, resolve_champion
+        from mrl.champion import load_registered_model, resolve_champion
 
         champion = resolve_champion(cfg, tracking_uri, (index or videos).info.model_version)
         encoder, shape = load_registered_model(champion.model_uri), champion.item_shape

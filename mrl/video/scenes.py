@@ -162,7 +162,7 @@ class SegmentResult:
 def segment_videos(cfg: Config, frames_path: str | Path, output: str | Path, tracking_uri: str | None = None,
                    version: str | None = None, log: Callable[[str], None] = print) -> SegmentResult:
     """Embed the frames artifact with the champion (or `version`), cut scenes and write the segments artifact."""
-    from mrl.promote import embed_with, resolve_champion
+    from mrl.champion import embed_with, resolve_champion
     from mrl.registry import _dim_metrics
     from mrl.tracking import client as mlflow_client
 
