@@ -32,13 +32,19 @@ def dataset_drift_op(params_yaml: str, tracking_uri: str, milvus_uri: str, datas
 
 
 @dsl.component(base_image=MRL_IMAGE, install_kfp_package=False)
-def retrain_op(params_yaml: str, tracking_uri: str, milvus_uri: str) -> NamedTuple("Started", [("what", str)]):
-    """Start drift.on_drift (none: only say so). Tokens come from the pod's environment (Kubernetes Secrets)."""
+def retrain_op(params_yaml: str, tracking_uri: str, milvus_uri: str, summary: Input[Artifact]
+               ) -> NamedTuple("Started", [("what", str)]):
+    """Start drift.on_drift (none: only say so), as `mrl drift` does, with the check's summary as the payload. Tokens
+    come from the pod's environment (Kubernetes Secrets)."""
+    import json
     from collections import namedtuple
 
     from mrl.config import parse_params
     from mrl.retrain import on_drift
+    from pipelines.run import launchers
 
-    what = on_drift(parse_params(params_yaml, "params_yaml"), params_yaml, tracking_uri, milvus_uri)
+    with open(summary.path) as f:
+        checked = json.load(f)
+    what = on_drift(parse_params(params_yaml, "params_yaml"), checked, tracking_uri, milvus_uri, launchers())
     print(what)
     return namedtuple("Started", ["what"])(what)

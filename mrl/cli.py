@@ -457,7 +457,7 @@ def _embed_query(cfg, model_version: str, tracking_uri: str | None, image: Path 
     import mlflow
     import torch
 
-    from mrl.promote import resolve_champion
+    from mrl.champion import resolve_champion
 
     champion = resolve_champion(cfg, tracking_uri, model_version)
     model = mlflow.pytorch.load_model(champion.model_uri)
@@ -725,12 +725,11 @@ def drift(
         raise typer.Exit(0)
     if action:
         from mrl.retrain import on_drift
+        from pipelines.run import launchers
 
-        payload = {"report": result.report_html, "tests": [t.name for t in result.tests if t.drifted],
-                   "collection": result.reference_meta.get("collection")}
         try:
-            typer.echo(on_drift(cfg, params.read_text() if params else "", tracking_uri or "", milvus_uri or "",
-                                payload, log=typer.echo))
+            typer.echo(on_drift(cfg, result.as_dict(), tracking_uri or "", milvus_uri or "", launchers(),
+                                log=typer.echo))
         except MRLError as e:
             typer.echo(f"error: drift found, but the retrain action failed: {e}", err=True)
             raise typer.Exit(4) from None
@@ -748,12 +747,17 @@ def retrain(
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ):
-    """Start the training pipeline: what drift.on_drift runs, and what the retrain workflow calls."""
+    """Start the training pipeline: what drift.on_drift runs, and what the retrain workflow calls. --set
+    overrides reach the pipeline's steps (local, kfp); dvc repro reads params.yaml itself, so they are refused there."""
+    from mrl.retrain import resolve_how
     from mrl.retrain import retrain as run
+    from pipelines.run import launchers
 
     cfg = load_config(params, set_ or [])
-    params_yaml = params.read_text() if params else ""
-    typer.echo(run(cfg, how, params_yaml, input or "", tracking_uri or "", milvus_uri or "", log=typer.echo))
+    if set_ and resolve_how(cfg, how) == "dvc":
+        raise MRLError("--set: dvc repro reads params.yaml, not these overrides; edit params.yaml instead")
+    typer.echo(run(cfg, how, input or "", tracking_uri or "", milvus_uri or "", launchers=launchers(),
+                   log=typer.echo))
 
 
 @app.command("show-params")

@@ -7,7 +7,8 @@
           listens for; the token is $GITHUB_TOKEN
 - auto:   kfp when a KFP host is configured, else dvc (what retrain.yml runs)
 
-Secrets come from the environment only, so params.yaml can be committed.
+Secrets come from the environment only, so params.yaml can be committed. The library does not import its
+front-ends: local and kfp run through `Launchers` that the caller passes in (`pipelines.run.LAUNCHERS`).
 """
 
 from __future__ import annotations
@@ -19,40 +20,55 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mrl.config import Config
+from mrl.config import Config, config_yaml
 from mrl.errors import MRLError
 
 HOW = ("local", "kfp", "dvc", "github", "auto")
+
+
+@dataclass(frozen=True)
+class Launchers:
+    """How the training pipeline starts: on kfp.local in this environment, or submitted to a KFP host."""
+
+    run_local: Callable[..., str]  # (params_yaml, tracking_uri, pipeline_root, source, input_path, milvus_uri)
+    submit: Callable[..., str]  # (host, params_yaml, tracking_uri, experiment, source, input_path, milvus_uri)
 
 
 def kfp_host(cfg: Config) -> str:
     return cfg.drift.kfp_host or os.environ.get("KFP_HOST", "")
 
 
-def retrain(cfg: Config, how: str, params_yaml: str, input_path: str = "", tracking_uri: str = "",
-            milvus_uri: str = "", payload: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> str:
-    """Start retraining `how`; returns a one-line description of what was started."""
+def resolve_how(cfg: Config, how: str) -> str:
+    """`how` with auto resolved: kfp when a KFP host is configured, else dvc."""
     if how not in HOW:
         raise MRLError(f"retrain: unknown way {how!r} (choose from {', '.join(HOW)})")
     if how == "auto":
-        how = "kfp" if kfp_host(cfg) else "dvc"
-    if how == "local":
-        from pipelines.run import run_local
+        return "kfp" if kfp_host(cfg) else "dvc"
+    return how
 
-        version = run_local(params_yaml, tracking_uri or "", Path("artifacts/kfp"), cfg.ingest.source,
-                            input_path or cfg.ingest.input, milvus_uri)
+
+def retrain(cfg: Config, how: str, input_path: str = "", tracking_uri: str = "", milvus_uri: str = "",
+            payload: dict[str, Any] | None = None, launchers: Launchers | None = None,
+            log: Callable[[str], None] = print) -> str:
+    """Start retraining `how`; returns a one-line description of what was started. The pipeline gets `cfg` itself
+    (as params YAML), so command-line overrides reach its steps."""
+    how = resolve_how(cfg, how)
+    if how in ("local", "kfp") and launchers is None:
+        raise MRLError(f"retrain: {how} needs the pipeline launchers (pipelines.run.LAUNCHERS)")
+    if how == "local":
+        version = launchers.run_local(config_yaml(cfg), tracking_uri or "", Path("artifacts/kfp"), cfg.ingest.source,
+                                      input_path or cfg.ingest.input, milvus_uri)
         return f"training pipeline ran on kfp.local: model version {version}"
     if how == "kfp":
         host = kfp_host(cfg)
         if not host:
             raise MRLError("retrain: kfp needs a host (drift.kfp_host or $KFP_HOST)")
-        from pipelines.run import submit
-
-        run_id = submit(host, params_yaml, tracking_uri, cfg.registry.experiment, cfg.ingest.source,
-                        input_path or cfg.ingest.input, milvus_uri)
+        run_id = launchers.submit(host, config_yaml(cfg), tracking_uri, cfg.registry.experiment, cfg.ingest.source,
+                                  input_path or cfg.ingest.input, milvus_uri)
         return f"training pipeline submitted to {host}: run {run_id}"
     if how == "dvc":
         dvc = shutil.which("dvc")
@@ -66,13 +82,18 @@ def retrain(cfg: Config, how: str, params_yaml: str, input_path: str = "", track
     return dispatch_github(cfg, payload or {})
 
 
-def on_drift(cfg: Config, params_yaml: str, tracking_uri: str = "", milvus_uri: str = "",
-             payload: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> str:
-    """Start drift.on_drift after a detected drift (what `mrl drift` and the drift pipeline do)."""
+def on_drift(cfg: Config, summary: dict[str, Any], tracking_uri: str = "", milvus_uri: str = "",
+             launchers: Launchers | None = None, log: Callable[[str], None] = print) -> str:
+    """Start drift.on_drift after a detected drift: the one action `mrl drift` and the drift pipeline's retrain
+    step share. `summary` is the check's summary.json (DriftResult.as_dict()); its verdict travels as the payload
+    (the GitHub event's client_payload)."""
     if cfg.drift.on_drift == "none":
         return "drift.on_drift is none: no retraining started"
-    return retrain(cfg, cfg.drift.on_drift, params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
-                   payload=payload, log=log)
+    payload = {"report": summary.get("report_html", ""), "checked_at": summary.get("checked_at", ""),
+               "tests": [t["name"] for t in summary.get("tests", []) if t.get("drifted")],
+               "collection": summary.get("reference_meta", {}).get("collection")}
+    return retrain(cfg, cfg.drift.on_drift, tracking_uri=tracking_uri, milvus_uri=milvus_uri, payload=payload,
+                   launchers=launchers, log=log)
 
 
 def dispatch_github(cfg: Config, payload: dict[str, Any]) -> str:

@@ -21,8 +21,8 @@ def build(cluster: ClusterConfig = DEFAULT_CLUSTER):
                                     milvus_uri=milvus_uri, reference_path=reference_path), cluster)
         check.set_caching_options(False)  # the window changes between runs with the same arguments
         with dsl.If(check.outputs["Output"] == True):  # noqa: E712 (a KFP condition, not a Python comparison)
-            on_cluster(retrain_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri),
-                       cluster).set_caching_options(False)
+            on_cluster(retrain_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
+                                  summary=check.outputs["summary"]), cluster).set_caching_options(False)
         return check.outputs["Output"]
 
     return drift_pipeline

@@ -99,6 +99,13 @@ def run_local(params_yaml: str, tracking_uri: str, pipeline_root: Path, source: 
     return str(task.output)
 
 
+def launchers():
+    """This front-end's pipeline launchers, for mrl.retrain (the library does not import pipelines/)."""
+    from mrl.retrain import Launchers
+
+    return Launchers(run_local=run_local, submit=submit)
+
+
 def run_video_local(params_yaml: str, tracking_uri: str, pipeline_root: Path, input_path: str = "",
                     milvus_uri: str = "") -> str:
     """The video pipeline on kfp.local; returns the promoted segments collection. Raises RuntimeError naming the
