@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -379,6 +380,31 @@ def rollback_index(
     typer.echo(f"alias {alias}: {old} -> {new}")
 
 
+@app.command("unlock-index")
+@fails_cleanly
+def unlock_index(
+    videos: Annotated[bool, typer.Option("--videos", help="the video segments alias (video.collection_prefix)")] = False,
+    milvus_uri: MilvusOpt = None, params: ParamsOpt = None, set_: SetOpt = None,
+):
+    """Release the promotion lock of a promotion that died (a killed process or pod). Only when no promotion of this
+    alias is running: one that is would lose its exclusivity (its final alias swap still refuses a moved alias)."""
+    from mrl.retrieval import milvus_index as mi
+
+    cfg = load_config(params, set_ or [])
+    alias = cfg.video.collection_prefix if videos else cfg.retrieval.collection_prefix
+    client = mi.connect(milvus_uri)
+    try:
+        held = mi.lock_holder(client, alias)
+        if held is None:
+            raise MRLError(f"Milvus alias {alias}: no promotion lock is held")
+        client.drop_collection(mi.lock_collection(alias))
+    finally:
+        client.close()
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(held.get("since", 0))))
+    typer.echo(f"released the promotion lock of alias {alias}: held by {held.get('owner')} on {held.get('host', '?')} "
+               f"(pid {held.get('pid', '?')}) since {since}")
+
+
 @app.command()
 @fails_cleanly
 def search(
@@ -488,6 +514,10 @@ def serve(
     no_model: Annotated[bool, typer.Option("--no-model", help="skip loading the model (image search off)")] = False,
     access_log: Annotated[bool, typer.Option(help="log every request (costs ~5% of throughput; /metrics counts "
                                              "them anyway)")] = False,
+    reload_interval: Annotated[float, typer.Option(min=0, help="seconds between checks of the Milvus aliases: a "
+                                                   "promotion or rollback is picked up within this (0: only on "
+                                                   "POST /admin/reload); keep it well under retrieval.drop_grace_s")]
+    = 30.0,
     tracking_uri: TrackingOpt = None,
     milvus_uri: MilvusOpt = None,
     params: ParamsOpt = None,
@@ -502,8 +532,12 @@ def serve(
     from mrl.serve import create_app
 
     cfg = load_config(params, set_ or [])
+    if 0 < cfg.retrieval.drop_grace_s <= reload_interval:
+        typer.echo(f"warning: --reload-interval {reload_interval:g} s is not under retrieval.drop_grace_s "
+                   f"{cfg.retrieval.drop_grace_s:g} s: a promotion may drop a collection this replica still serves",
+                   err=True)
     app = create_app(cfg, milvus_uri, tracking_uri, query_log_dir, load_model=not no_model,
-                     query_log_max_age_s=query_log_max_age)
+                     query_log_max_age_s=query_log_max_age, reload_interval_s=reload_interval)
     uvicorn.run(app, host=host, port=port, access_log=access_log)
 
 

@@ -134,6 +134,7 @@ class RetrievalConfig(_Section):
     hnsw_ef: int = Field(0, ge=0)  # search-time ef; 0 = 2 x k0 (HNSW needs ef >= the shortlist size)
     collection_prefix: str = "items"  # collections are <prefix>_v<model version>; the alias is <prefix>
     keep_last: int = Field(2, ge=2)  # versioned collections kept (current + previous for rollback)
+    drop_grace_s: float = Field(600.0, ge=0)  # a collection the alias left is kept at least this long
     insert_batch: int = Field(10_000, gt=0)  # rows per Milvus insert
     verify_queries: int = Field(500, gt=0)  # of those queries, how many must meet the target through Milvus
     # Quantized shortlists (memory backend only): the d0 prefix stored as int8 (1 byte/dim) or sign bits (1 bit/dim,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -278,7 +279,7 @@ def finish_promotion(cfg: Config, plan: Plan, data_path: str | Path, tracking_ur
     mi.release_promotion_lock(client, alias, plan.collection)
     log(f"alias {alias} -> {plan.collection} ({plan.rows} rows, verified recall@{rc.k} {recall:.4f} on {len(queries)} "
         f"queries); drift reference {drift.reference_path(cfg, plan.collection)}")
-    dropped = drop_old_collections(client, alias, rc.keep_last)
+    dropped = drop_old_collections(client, alias, rc.keep_last, rc.drop_grace_s, log)
     for old in dropped:
         drift.reference_path(cfg, old).unlink(missing_ok=True)
     return PromotionResult(plan.collection, plan.previous, plan.rows, plan.funnel, recall, dropped)
@@ -312,14 +313,26 @@ def save_drift_reference(cfg: Config, collection: str, champion: Champion, funne
     return path
 
 
-def drop_old_collections(client, alias: str, keep_last: int) -> list[str]:
-    """Keep the newest `keep_last` versioned collections, and always the served one and its previous."""
+def drop_old_collections(client, alias: str, keep_last: int, grace_s: float = 0.0,
+                         log: Callable[[str], None] | None = None) -> list[str]:
+    """Keep the newest `keep_last` versioned collections, always the served one and its previous, and any the
+    alias left less than `grace_s` ago (a replica may still serve it until its next alias check); a later
+    promotion drops those."""
     serving = mi.alias_target(client, alias)
     protected = {serving, mi.CollectionInfo.read(client, serving).previous} if serving else set()
     names = mi.versioned_collections(client, alias)
-    dropped = [n for n in names[: max(0, len(names) - keep_last)] if n not in protected]
-    for n in dropped:
-        client.drop_collection(n)
+    dropped = []
+    for name in names[: max(0, len(names) - keep_last)]:
+        if name in protected:
+            continue
+        left = mi.replaced_at(client, name)
+        if left is not None and time.time() - left < grace_s:
+            if log:
+                log(f"keeping {name}: the alias left it {time.time() - left:.0f} s ago, within retrieval.drop_grace_s "
+                    f"{grace_s:.0f} s (replicas may still serve it); a later promotion drops it")
+            continue
+        client.drop_collection(name)
+        dropped.append(name)
     return dropped
 
 
@@ -338,4 +351,5 @@ def rollback_index(cfg: Config, milvus_uri: str | None = None, alias: str | None
     if not previous or previous not in client.list_collections():
         raise MRLError(f"Milvus alias {alias} -> {current}: no previous collection to roll back to")
     client.alter_alias(collection_name=previous, alias=alias)
+    mi.mark_replaced(client, current)
     return current, previous

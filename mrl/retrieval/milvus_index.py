@@ -189,9 +189,8 @@ def acquire_promotion_lock(client, alias: str, owner: str, log=None) -> None:
         if age < LOCK_STALE_S:
             since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(held.get("since", 0))))
             raise MRLError(f"Milvus alias {alias}: another promotion ({held.get('owner')} on {held.get('host', '?')}) "
-                           f"holds the promotion lock since {since}; wait for it, or if it died, release the lock by "
-                           f"dropping the Milvus collection {name} (taken over by itself after "
-                           f"{LOCK_STALE_S // 3600} h)")
+                           f"holds the promotion lock since {since}; wait for it, or if it died, release the lock with "
+                           f"`mrl unlock-index` (it is taken over by itself after {LOCK_STALE_S // 3600} h)")
         client.drop_collection(name)
         if log:
             log(f"took over the promotion lock of {held.get('owner')}, abandoned {age / 3600:.1f} h ago")
@@ -226,6 +225,22 @@ def swap_alias(client, alias: str, collection: str, expected: str | None) -> Non
         raise MRLError(f"Milvus alias {alias} now points at {current}, not {expected} as when this promotion started; "
                        f"refusing to overwrite it with {collection}")
     (client.alter_alias if expected is not None else client.create_alias)(collection_name=collection, alias=alias)
+    if expected is not None:
+        mark_replaced(client, expected)
+
+
+REPLACED_PROPERTY = "mrl.replaced_at"  # when the alias left this collection (Unix time): the drop grace period
+
+
+def mark_replaced(client, name: str) -> None:
+    """Record when the alias left `name`: replicas still serving it (they follow the alias every reload interval)
+    keep it for retrieval.drop_grace_s before any promotion may drop it."""
+    client.alter_collection_properties(name, properties={REPLACED_PROPERTY: str(time.time())})
+
+
+def replaced_at(client, name: str) -> float | None:
+    value = client.describe_collection(name).get("properties", {}).get(REPLACED_PROPERTY)
+    return float(value) if value else None
 
 
 def row_count(client, name: str) -> int:

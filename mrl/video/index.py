@@ -148,7 +148,7 @@ def _promote_segments(cfg: Config, segments: Segments, dims: list[int], client, 
         raise
     log(f"alias {alias} -> {name} ({len(segments):,} segments of {len(segments.videos)} videos, "
         f"{len(segments.frame_times):,} frames, verified recall@{rc.k} {recall:.4f})")
-    dropped = drop_old_video_collections(client, alias, rc.keep_last)
+    dropped = drop_old_video_collections(client, alias, rc.keep_last, rc.drop_grace_s, log)
     return VideoPromotion(name, current, len(segments), len(segments.frame_times), funnel.name(), recall, dropped)
 
 
@@ -187,10 +187,10 @@ def drop_video_collection(client, name: str) -> None:
             client.drop_collection(collection)
 
 
-def drop_old_video_collections(client, alias: str, keep_last: int) -> list[str]:
+def drop_old_video_collections(client, alias: str, keep_last: int, grace_s: float = 0.0, log=None) -> list[str]:
     from mrl.promote import drop_old_collections
 
-    dropped = drop_old_collections(client, alias, keep_last)
+    dropped = drop_old_collections(client, alias, keep_last, grace_s, log)
     for name in dropped:
         drop_video_collection(client, name)
     return dropped
