@@ -287,15 +287,17 @@ def models(
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ):
-    """Show the registry aliases (champion, challenger); --compare: their metric at every nesting dim."""
-    from mrl.registry import aliases
+    """Show the registry aliases (champion, challenger) with each version's lineage (data and params digests, git
+    commit); --compare: their metric at every nesting dim."""
+    from mrl.registry import aliases, lineage_line, version_lineage
 
     cfg = load_config(params, set_ or []).registry
     if not compare and (metric or plot):
         raise MRLError("--metric and --plot go with --compare")
     if not compare:
         for alias, version in aliases(cfg.model_name, tracking_uri).items():
-            typer.echo(f"{cfg.model_name}@{alias}: {'v' + version if version else '(none)'}")
+            lineage = f"  ({lineage_line(version_lineage(cfg.model_name, version, tracking_uri))})" if version else ""
+            typer.echo(f"{cfg.model_name}@{alias}: {'v' + version if version else '(none)'}{lineage}")
         return
     from mrl.compare import compare_versions, write_comparison_plot
 

@@ -26,6 +26,7 @@ from mrl.retrieval.choose import FunnelCost, candidate_funnels, choose_funnel, m
 from mrl.retrieval.funnel import Funnel, exact_search
 from mrl.retrieval.serving import open_index, resolve_backend
 from mrl.tracking import client as mlflow_client
+from mrl.tracking import file_sha256
 
 
 @dataclass
@@ -190,7 +191,7 @@ def plan_promotion(cfg: Config, data_path: str | Path, tracking_uri: str | None,
         save_drift_reference(cfg, name, champion, chosen.funnel, embeddings, ds.labels[sample], ds.classes,
                              tracking_uri, log)
         info = mi.CollectionInfo(name, cfg.registry.model_name, champion.version, chosen.funnel,
-                                 champion.nesting_dims, rc.k, current)
+                                 champion.nesting_dims, rc.k, current, file_sha256(data_path))
         mi.create_collection(client, info, embeddings.shape[1], rc.index_type, rc.hnsw_m, rc.hnsw_ef_construction,
                              {"thumbnail": "text"} if stores_thumbnails(cfg, ds) else None)
     except BaseException:

@@ -80,6 +80,26 @@ def aliases(model_name: str, tracking_uri: str | None = None) -> dict[str, str |
     return {alias: alias_version(c, model_name, alias) for alias in (CHAMPION, CHALLENGER)}
 
 
+def version_lineage(model_name: str, version: str, tracking_uri: str | None = None) -> dict[str, str]:
+    """The lineage tags of a model version (data file and digests, params digest, git commit; see LINEAGE_TAGS)."""
+    tags = client(tracking_uri).get_model_version(model_name, version).tags
+    return {key: tags[key] for key in LINEAGE_TAGS if tags.get(key)}
+
+
+def lineage_line(lineage: dict[str, str]) -> str:
+    """One line for people: "data dataset.npz sha256 1f3a9c0e, params 77b2c1d4, git 5e0c9a1b" (short digests)."""
+    parts = []
+    if "mrl.data" in lineage:
+        parts.append(f"data {Path(lineage['mrl.data']).name}"
+                     + (f" sha256 {lineage['mrl.data_sha256'][:8]}" if "mrl.data_sha256" in lineage else "")
+                     + (f" dvc md5 {lineage['mrl.data_dvc_md5'][:8]}" if "mrl.data_dvc_md5" in lineage else ""))
+    if "mrl.params_sha256" in lineage:
+        parts.append(f"params {lineage['mrl.params_sha256'][:8]}")
+    if "mrl.git_commit" in lineage:
+        parts.append(f"git {lineage['mrl.git_commit'][:8]}")
+    return ", ".join(parts) or "no lineage recorded"
+
+
 def register_model(run_id: str, model_name: str, tracking_uri: str | None = None,
                    set_challenger: bool = True) -> Registration:
     """Register the model logged by `run_id` as a new version and (by default) point `challenger` at it."""

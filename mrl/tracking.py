@@ -30,7 +30,8 @@ PER_DIM_PREFIX = "per_dim/"
 # "GenAI / Model training" switch at the top left instead (or ?workflowType=machine_learning); earlier 3.x
 # UIs and MLflow's own tools read the tag.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-LINEAGE_TAGS = ("mrl.data", "mrl.data_sha256", "mrl.git_commit")  # copied from the run onto its model versions
+# Copied from the run onto its model versions (mrl models shows them).
+LINEAGE_TAGS = ("mrl.data", "mrl.data_sha256", "mrl.data_dvc_md5", "mrl.params_sha256", "mrl.git_commit")
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
@@ -90,18 +91,53 @@ def per_dim_markdown(per_dim: dict[int, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def lineage_tags(data_path: str) -> dict[str, str]:
-    """Where the model came from: the dataset file and its sha256 (when this process can read it; a KFP
-    step sees only its own inputs), and the git commit of the checkout this code runs from (none for a wheel
-    installed outside one, as in the image)."""
+def file_sha256(path: str | Path) -> str | None:
+    """The file's sha256, or None where this process cannot read it (a KFP step sees only its own inputs)."""
+    path = Path(path)
+    if not str(path) or not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def params_sha256(config: dict[str, Any]) -> str:
+    """Digest of the resolved configuration (every section, overrides applied): equal digests, equal params."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def dvc_md5(data_path: str) -> str | None:
+    """The md5 DVC recorded for `data_path` as a stage output (dvc.lock in the working directory), when it is one."""
+    import yaml
+
+    lock = Path("dvc.lock")
+    if not data_path or not lock.is_file():
+        return None
+    try:
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        target = Path(data_path).resolve()
+        for stage in stages.values():
+            for out in stage.get("outs", []):
+                if Path(out.get("path", "")).resolve() == target:
+                    return out.get("md5")
+    except (yaml.YAMLError, AttributeError, OSError):
+        return None  # an unreadable lock file: lineage without it
+    return None
+
+
+def lineage_tags(data_path: str, config: dict[str, Any] | None = None) -> dict[str, str]:
+    """Where the model came from: the dataset file and its sha256 (and DVC's md5 of it, under `dvc repro`), the
+    params digest, and the git commit of the checkout this code runs from (none for a wheel installed outside one,
+    as in the image)."""
     tags = {"mrl.data": data_path}
-    path = Path(data_path)
-    if data_path and path.is_file():
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        tags["mrl.data_sha256"] = digest.hexdigest()
+    if sha := file_sha256(data_path):
+        tags["mrl.data_sha256"] = sha
+    if md5 := dvc_md5(data_path):
+        tags["mrl.data_dvc_md5"] = md5
+    if config is not None:
+        tags["mrl.params_sha256"] = params_sha256(config)
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
                                 cwd=Path(__file__).resolve().parent)  # the code that trained: this checkout
@@ -110,6 +146,24 @@ def lineage_tags(data_path: str) -> dict[str, str]:
     except (OSError, subprocess.TimeoutExpired):
         pass  # no git here: lineage without a commit
     return tags
+
+
+def log_dataset_input(data_path: str, sha256: str | None) -> None:
+    """The training data as the run's MLflow dataset input (the run page's Datasets column), named after the file,
+    with its content digest."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    if not data_path:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow warns that a local path could be two kinds of source
+        dataset = MetaDataset(resolve_dataset_source(data_path), name=Path(data_path).name,
+                              digest=(sha256 or "")[:36] or None)
+    mlflow.log_input(dataset, context="training")
 
 
 def flatten_config(config: dict[str, Any]) -> dict[str, str]:
@@ -152,11 +206,13 @@ def log_training_run(model_path: str | Path, metrics_path: str | Path, plot_path
 
     set_experiment(client(tracking_uri), experiment)
     cfg = model.config
+    lineage = lineage_tags(str(model.meta.get("data", "")), cfg.model_dump(mode="json"))
     with mlflow.start_run(run_name=run_name) as run:
         mlflow.log_params(flatten_config(cfg.model_dump(mode="json")))
         mlflow.set_tags({"mrl.objective": cfg.loss.objective, "mrl.nesting_dims": json.dumps(model.nesting_dims),
                          "mrl.kind": model.meta["kind"], "mrl.item_shape": json.dumps(model.meta["item_shape"]),
-                         **lineage_tags(str(model.meta.get("data", "")))})
+                         **lineage})
+        log_dataset_input(str(model.meta.get("data", "")), lineage.get("mrl.data_sha256"))
         for record in model.meta["history"]:
             mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))
         # Flat keys (knn_top1_d16): what the gate reads and what runs are compared and searched by.

@@ -135,11 +135,12 @@ class CollectionInfo:
     nesting_dims: list[int]
     k: int
     previous: str | None  # the collection this one replaced, for rollback
+    data_sha256: str | None = None  # the catalogue file that was indexed (lineage; None: not recorded)
 
     def describe(self) -> str:
         return json.dumps({"model_name": self.model_name, "model_version": self.model_version,
                            "funnel": self.funnel.to_dict(), "nesting_dims": self.nesting_dims, "k": self.k,
-                           "previous": self.previous})
+                           "previous": self.previous, "data_sha256": self.data_sha256})
 
     @classmethod
     def read(cls, client, name: str) -> CollectionInfo:
@@ -147,7 +148,7 @@ class CollectionInfo:
         if "funnel" not in d:
             raise MRLError(f"Milvus collection {name}: not created by `mrl promote` (no {INFO_PROPERTY} property)")
         return cls(name, d["model_name"], str(d["model_version"]), Funnel.from_dict(d["funnel"]),
-                   list(d["nesting_dims"]), int(d["k"]), d.get("previous"))
+                   list(d["nesting_dims"]), int(d["k"]), d.get("previous"), d.get("data_sha256"))
 
 
 def alias_target(client, alias: str) -> str | None:

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -14,9 +15,11 @@ from mrl.config import IngestConfig, RegistryConfig, load_config
 from mrl.errors import MRLError
 from mrl.evaluate import evaluate
 from mrl.ingest import ingest
-from mrl.registry import aliases, promote_if_better, register_model, rollback_model
-from mrl.tracking import log_training_run
+from mrl.registry import aliases, lineage_line, promote_if_better, register_model, rollback_model, version_lineage
+from mrl.tracking import log_training_run, params_sha256
 from mrl.train import train
+
+pytestmark = pytest.mark.slow  # trains two models and logs them to MLflow
 
 SMALL = ["model.nesting_dims=[4, 8, 16]", "model.embedding_dim=16", "model.cnn_widths=[8, 16, 16]",
          "train.batch_size=32", "evaluate.recall_ks=[1]", "evaluate.probe_epochs=20"]
@@ -73,6 +76,12 @@ def test_run_logs_config_curves_per_dim_metrics_plot_and_a_loadable_model(traine
     # Lineage and the experiment's kind (MLflow 3 shows untagged new experiments as GenAI ones).
     data = run.data.tags["mrl.data"]
     assert run.data.tags["mrl.data_sha256"] == hashlib.sha256(open(data, "rb").read()).hexdigest()
+    config = json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config/params.json"))
+    assert run.data.tags["mrl.params_sha256"] == params_sha256(config)  # the config the model was trained with
+    assert len(run.data.tags["mrl.git_commit"]) == 40
+    (dataset_input,) = run.inputs.dataset_inputs  # the run page's Datasets column
+    assert dataset_input.dataset.name == Path(data).name
+    assert run.data.tags["mrl.data_sha256"].startswith(dataset_input.dataset.digest)
     assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     loaded = mlflow.pytorch.load_model(run.data.tags["mrl.model_uri"])
     assert loaded(torch.zeros(3, 1, 28, 28, dtype=torch.uint8)).shape == (3, 16)
@@ -100,7 +109,11 @@ def test_gate_promotes_refuses_compares_and_rolls_back(trained, uri, tmp_path):
     assert text.startswith("**Promoted to champion (first champion): knn_top1 >= floor 0.5 at every dim.**")
     assert has_every_dim(text, "good", trained)
     tags = mlflow.MlflowClient(uri).get_model_version(NAME, first.version).tags
-    assert tags["mrl.data_sha256"] == mlflow.MlflowClient(uri).get_run(first.run_id).data.tags["mrl.data_sha256"]
+    run_tags = mlflow.MlflowClient(uri).get_run(first.run_id).data.tags
+    for key in ("mrl.data_sha256", "mrl.params_sha256", "mrl.git_commit"):  # lineage copied onto the version
+        assert tags[key] == run_tags[key], key
+    shown = lineage_line(version_lineage(NAME, first.version, uri))  # what `mrl models` prints
+    assert f"sha256 {tags['mrl.data_sha256'][:8]}" in shown and f"params {tags['mrl.params_sha256'][:8]}" in shown
 
     # An equally good challenger passes the gate and records whom it replaced.
     second = log_and_register(trained, "good", uri)
