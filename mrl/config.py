@@ -88,7 +88,7 @@ class LossConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(4, gt=0)
+    epochs: int = Field(2, gt=0)  # 2 epochs: the demo within 10 min on 2 cores; 4 gain ~1.5 pts of knn_top1
     batch_size: int = Field(256, gt=0)
     lr: float = Field(0.003, gt=0)  # peak AdamW learning rate, reached after warmup
     weight_decay: float = Field(0.05, ge=0)
