@@ -83,10 +83,8 @@ def finish_promotion_op(params_yaml: str, tracking_uri: str, milvus_uri: str, pl
     except BaseException:
         abandon_promotion(cfg, the_plan, milvus_uri or None)
         raise
-    record = {"collection": r.collection, "previous": r.previous, "rows": r.rows, "funnel": r.funnel.row(),
-              "verify_recall": r.verify_recall, "dropped": r.dropped}
     with open(promotion.path, "w") as f:
-        json.dump(record, f, indent=2)
+        json.dump(r.to_dict(), f, indent=2)
     promotion.metadata.update({"collection": r.collection, "funnel": r.funnel.funnel.name(),
                                "funnel_recall": r.funnel.recall, "verify_recall": r.verify_recall})
     return r.collection

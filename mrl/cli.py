@@ -255,7 +255,8 @@ def promote_model(
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ):
-    """Make the challenger champion if it holds up at every nesting dim; exit 2 naming the dims if not."""
+    """Registry promotion (MLflow aliases; index promotion is `promote`): make the challenger champion if it holds
+    up at every nesting dim; exit 2 naming the dims if not."""
     from mrl.registry import promote_if_better
 
     cfg = load_config(params, set_ or []).registry
@@ -326,8 +327,9 @@ def promote(
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ):
-    """Embed the catalogue with the champion, choose the funnel, build and verify a new Milvus collection,
-    then swap the serving alias to it (--segments: the same for video segments)."""
+    """Index promotion (Milvus; registry promotion is promote-model): embed the catalogue with the champion,
+    choose the funnel, build and verify a new Milvus collection, then swap the serving alias to it (--segments: the
+    same for video segments)."""
     if (data is None) == (segments is None):
         raise MRLError("promote: give exactly one of --data or --segments")
     cfg = load_config(params, set_ or [])
@@ -344,8 +346,7 @@ def promote(
     r = promote_index(cfg, data, tracking_uri, milvus_uri, version, log=typer.echo)
     if r.dropped:
         typer.echo(f"dropped old collections: {', '.join(r.dropped)}")
-    _write_json(out, {"collection": r.collection, "previous": r.previous, "rows": r.rows,
-                      "funnel": r.funnel.row(), "verify_recall": r.verify_recall, "dropped": r.dropped})
+    _write_json(out, r.to_dict())
 
 
 @app.command()
@@ -373,7 +374,8 @@ def rollback_index(
     videos: Annotated[bool, typer.Option("--videos", help="the video segments alias (video.collection_prefix)")] = False,
     milvus_uri: MilvusOpt = None, params: ParamsOpt = None, set_: SetOpt = None,
 ):
-    """Point the serving alias back at the collection the current one replaced."""
+    """Index rollback (Milvus; registry rollback is rollback-model): point the serving alias back at the
+    collection the current one replaced."""
     from mrl.promote import rollback_index as run
 
     cfg = load_config(params, set_ or [])
@@ -482,13 +484,14 @@ def search(
 
 def _embed_query(cfg, model_version: str, tracking_uri: str | None, image: Path | None, clip: Path | None):
     """An image or clip embedded by the model version that built the served index."""
-    import mlflow
     import torch
 
-    from mrl.champion import resolve_champion
+    from mrl.champion import load_registered_model, resolve_champion
+    from mrl.tracking import client as mlflow_client
 
     champion = resolve_champion(cfg, tracking_uri, model_version)
-    model = mlflow.pytorch.load_model(champion.model_uri)
+    mlflow_client(tracking_uri)  # the registry that models:/ refers to
+    model = load_registered_model(champion.model_uri)
     if clip is not None:
         from mrl.video.search import embed_clip
 
@@ -586,10 +589,12 @@ def pipeline_run(
     except RuntimeError as e:
         unchanged = "the video index is" if video else "registry aliases and the serving index are"
         raise MRLError(f"pipeline failed: {e} (the step's log above says why); {unchanged} unchanged") from None
+    from pipelines.run import print_training_summary, print_video_summary
+
     if video:
-        _print_video_summary(cfg, milvus, pipeline_root)
+        print_video_summary(cfg, milvus, pipeline_root, typer.echo)
     else:
-        _print_summary(cfg, uri, milvus, pipeline_root)
+        print_training_summary(cfg, uri, milvus, pipeline_root, typer.echo)
 
 
 def _require_champion(cfg, tracking_uri: str) -> None:
@@ -601,79 +606,6 @@ def _require_champion(cfg, tracking_uri: str) -> None:
         raise MRLError(f"ingest.source: video runs the video pipeline, which embeds frames with the champion of "
                        f"{name}, and {tracking_uri} has none: run the training pipeline first (`mrl pipeline run` "
                        "with an image source), or set registry.model_name")
-
-
-def _print_video_summary(cfg, milvus_uri: str, pipeline_root: Path) -> None:
-    """The promotion, an example search (a segment's own embedding as the query) and how to search."""
-    from mrl.video.search import open_video_index
-    from pipelines.run import latest_local_output
-
-    record = json.loads(latest_local_output(pipeline_root, "promote-segments-op", "promotion").read_text())
-    typer.echo(f"\nvideo index: alias {cfg.video.collection_prefix} -> {record['collection']} (previous: "
-               f"{record['previous'] or 'none'}): {record['segments']:,} segments, {record['frames']:,} frames, "
-               f"funnel {record['funnel']}, verified recall@{cfg.retrieval.k} {record['verify_recall']:.4f}")
-    index = open_video_index(cfg, milvus_uri, one_shot=True)  # one search: ask Milvus, load nothing in memory
-    segment = next(iter(index.spans))
-    hits, timings = index.search(index.vector_of(segment), 5)
-    typer.echo(f"example search, the moments nearest segment {segment}:")
-    for h in hits:
-        span = f"{h['start_s']:.1f}-{h['end_s']:.1f}s"
-        typer.echo(f"  {h['video_id']:<24} {span:<14} best {h['best_s']:.1f}s  {h['score']:.4f}")
-    typer.echo("  " + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in timings.items()))
-    index.client.close()
-    typer.echo(f"\nsearch the videos: mrl search --videos --image FRAME.png --milvus-uri {milvus_uri}   "
-               "(or --clip CLIP.mp4)")
-    typer.echo(f"search service:    mrl serve --milvus-uri {milvus_uri}   (search page http://127.0.0.1:8000/, API /docs)")
-    typer.echo(f"pipeline outputs:  {pipeline_root}/")
-
-
-def _print_summary(cfg, tracking_uri: str, milvus_uri: str, pipeline_root: Path) -> None:
-    """What a user looks at after a run: the per-dim table, aliases, an example search, where to go next."""
-    from mrl.evaluate import format_table
-    from mrl.registry import aliases
-    from mrl.retrieval.serving import open_served_index
-    from pipelines.run import latest_local_output
-
-    per_dim = latest_local_output(pipeline_root, "evaluate-op", "per_dim")
-    if per_dim:
-        rows = {int(m): row for m, row in json.loads(per_dim.read_text()).items()}
-        typer.echo("\nper-dim evaluation (test queries vs train database):\n" + format_table(rows))
-    typer.echo("\nregistry:")
-    for alias, v in aliases(cfg.registry.model_name, tracking_uri).items():
-        typer.echo(f"  {cfg.registry.model_name}@{alias}: {'v' + v if v else '(none)'}")
-    index = open_served_index(cfg.retrieval, milvus_uri)
-    first_id = index.sample_id()
-    hits, timings = index.search(index.vector_of(first_id)[None, :], 5)
-    typer.echo(f"\nindex: alias {cfg.retrieval.collection_prefix} -> {index.name}, funnel {index.info.funnel.name()}")
-    typer.echo(f"example search, the 5 nearest items to {first_id}:")
-    for hit in hits[0]:
-        typer.echo(f"  {hit['id']:<28} {hit['score']:.4f}  {hit['label']}")
-    typer.echo("  " + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in timings.items()))
-    index.client.close()
-    _print_drift_check(cfg, pipeline_root)
-    if tracking_uri.startswith("sqlite:"):
-        typer.echo(f"\nMLflow UI:      mlflow ui --backend-store-uri {tracking_uri}   "
-                   "(http://127.0.0.1:5000/#/experiments?workflowType=machine_learning)")
-    typer.echo(f"search service: mrl serve --milvus-uri {milvus_uri}   (search page http://127.0.0.1:8000/, API /docs)")
-    typer.echo(f"pipeline outputs: {pipeline_root}/")
-
-
-def _print_drift_check(cfg, pipeline_root: Path) -> None:
-    import shutil
-
-    from mrl.drift import DriftResult, TestResult, format_result
-    from pipelines.run import latest_local_output
-
-    summary, report = (latest_local_output(pipeline_root, "dataset-drift-op", name) for name in ("summary", "report"))
-    if not (summary and report):
-        return
-    d = json.loads(summary.read_text())
-    result = DriftResult(**(d | {"tests": [TestResult(**t) for t in d["tests"]]}))
-    html = Path(cfg.drift.reference_dir).parent / "last-check.html"  # the artifact has no .html suffix
-    shutil.copyfile(report, html)
-    typer.echo(f"\ndrift check: held-out split vs the reference of {result.reference_meta.get('collection')}\n"
-               + format_result(result))
-    typer.echo(f"drift report:   {html}\ndrift history:  evidently ui --workspace {cfg.drift.workspace} --port 8001")
 
 
 @pipeline_app.command("compile")

@@ -38,6 +38,11 @@ class PromotionResult:
     verify_recall: float
     dropped: list[str]
 
+    def to_dict(self) -> dict:
+        """The promotion record (`mrl promote --out`, the KFP step's `promotion` artifact)."""
+        return {"collection": self.collection, "previous": self.previous, "rows": self.rows,
+                "funnel": self.funnel.row(), "verify_recall": self.verify_recall, "dropped": self.dropped}
+
 
 def verify_collection(client, plan: Plan, rc, backend: str, query_ids: list[str], queries: np.ndarray,
                       truth: list[list[str]], log: Callable[[str], None] = print) -> float:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from pipelines import drift as drift_pipelines
@@ -162,3 +164,76 @@ def latest_local_output(pipeline_root: Path, task: str, output: str) -> Path | N
     runs = sorted(p for p in pipeline_root.glob("mrl-*") if p.is_dir() and (p / task).is_dir())
     candidate = runs[-1] / task / output if runs else None
     return candidate if candidate and candidate.exists() else None
+
+
+# ---------------------------------------------------------------- what `mrl pipeline run` prints at the end
+
+def print_video_summary(cfg, milvus_uri: str, pipeline_root: Path, echo: Callable[[str], None] = print) -> None:
+    """The promotion, an example search (a segment's own embedding as the query) and how to search."""
+    from mrl.video.search import open_video_index
+
+    record = json.loads(latest_local_output(pipeline_root, "promote-segments-op", "promotion").read_text())
+    echo(f"\nvideo index: alias {cfg.video.collection_prefix} -> {record['collection']} (previous: "
+               f"{record['previous'] or 'none'}): {record['segments']:,} segments, {record['frames']:,} frames, "
+               f"funnel {record['funnel']}, verified recall@{cfg.retrieval.k} {record['verify_recall']:.4f}")
+    index = open_video_index(cfg, milvus_uri, one_shot=True)  # one search: ask Milvus, load nothing in memory
+    segment = next(iter(index.spans))
+    hits, timings = index.search(index.vector_of(segment), 5)
+    echo(f"example search, the moments nearest segment {segment}:")
+    for h in hits:
+        span = f"{h['start_s']:.1f}-{h['end_s']:.1f}s"
+        echo(f"  {h['video_id']:<24} {span:<14} best {h['best_s']:.1f}s  {h['score']:.4f}")
+    echo("  " + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in timings.items()))
+    index.client.close()
+    echo(f"\nsearch the videos: mrl search --videos --image FRAME.png --milvus-uri {milvus_uri}   "
+               "(or --clip CLIP.mp4)")
+    echo(f"search service:    mrl serve --milvus-uri {milvus_uri}   (search page http://127.0.0.1:8000/, API /docs)")
+    echo(f"pipeline outputs:  {pipeline_root}/")
+
+
+def print_training_summary(cfg, tracking_uri: str, milvus_uri: str, pipeline_root: Path,
+                           echo: Callable[[str], None] = print) -> None:
+    """What a user looks at after a run: the per-dim table, aliases, an example search, where to go next."""
+    from mrl.evaluate import format_table
+    from mrl.registry import aliases
+    from mrl.retrieval.serving import open_served_index
+
+    per_dim = latest_local_output(pipeline_root, "evaluate-op", "per_dim")
+    if per_dim:
+        rows = {int(m): row for m, row in json.loads(per_dim.read_text()).items()}
+        echo("\nper-dim evaluation (test queries vs train database):\n" + format_table(rows))
+    echo("\nregistry:")
+    for alias, v in aliases(cfg.registry.model_name, tracking_uri).items():
+        echo(f"  {cfg.registry.model_name}@{alias}: {'v' + v if v else '(none)'}")
+    index = open_served_index(cfg.retrieval, milvus_uri)
+    first_id = index.sample_id()
+    hits, timings = index.search(index.vector_of(first_id)[None, :], 5)
+    echo(f"\nindex: alias {cfg.retrieval.collection_prefix} -> {index.name}, funnel {index.info.funnel.name()}")
+    echo(f"example search, the 5 nearest items to {first_id}:")
+    for hit in hits[0]:
+        echo(f"  {hit['id']:<28} {hit['score']:.4f}  {hit['label']}")
+    echo("  " + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in timings.items()))
+    index.client.close()
+    print_drift_check(cfg, pipeline_root, echo)
+    if tracking_uri.startswith("sqlite:"):
+        echo(f"\nMLflow UI:      mlflow ui --backend-store-uri {tracking_uri}   "
+                   "(http://127.0.0.1:5000/#/experiments?workflowType=machine_learning)")
+    echo(f"search service: mrl serve --milvus-uri {milvus_uri}   (search page http://127.0.0.1:8000/, API /docs)")
+    echo(f"pipeline outputs: {pipeline_root}/")
+
+
+def print_drift_check(cfg, pipeline_root: Path, echo: Callable[[str], None] = print) -> None:
+    import shutil
+
+    from mrl.drift import DriftResult, TestResult, format_result
+
+    summary, report = (latest_local_output(pipeline_root, "dataset-drift-op", name) for name in ("summary", "report"))
+    if not (summary and report):
+        return
+    d = json.loads(summary.read_text())
+    result = DriftResult(**(d | {"tests": [TestResult(**t) for t in d["tests"]]}))
+    html = Path(cfg.drift.reference_dir).parent / "last-check.html"  # the artifact has no .html suffix
+    shutil.copyfile(report, html)
+    echo(f"\ndrift check: held-out split vs the reference of {result.reference_meta.get('collection')}\n"
+               + format_result(result))
+    echo(f"drift report:   {html}\ndrift history:  evidently ui --workspace {cfg.drift.workspace} --port 8001")
