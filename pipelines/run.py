@@ -74,6 +74,8 @@ def quiet_kfp(pipeline_root: Path):
     with open(log_path, "w") as log_file, warnings.catch_warnings():
         # kfp.local warns at every task that our image is not a python image; locally the venv is the image.
         warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
+        # ...and that CPU and memory requests (for clusters) do nothing locally.
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local")
         original = sys.stdout
         sys.stdout = QuietKfpOutput(original, log_file)
         try:
