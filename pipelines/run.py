@@ -10,9 +10,10 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from pipelines import drift as drift_pipelines
-from pipelines import video as video_pipelines
-from pipelines.training import COMPILED, training_pipeline
+# The compiled pipelines. The pipeline modules themselves are imported only where a pipeline runs locally: they
+# import kfp.compiler, which cannot load inside a KFP step (`_KFP_RUNTIME`), and the drift pipeline's retrain step
+# imports this module for `launchers`.
+TRAINING_YAML, VIDEO_YAML, DRIFT_YAML = (Path(__file__).with_name(f"{n}.yaml") for n in ("training", "video", "drift"))
 
 
 def kfp_client(host: str):
@@ -96,6 +97,8 @@ def run_local(params_yaml: str, tracking_uri: str, pipeline_root: Path, source: 
               milvus_uri: str = "") -> str:
     """Run every step as a subprocess in this environment; returns the promoted model version.
     Raises RuntimeError naming the failed task (its log, above, has the one-line reason)."""
+    from pipelines.training import training_pipeline
+
     _init_local(pipeline_root)
     with quiet_kfp(pipeline_root):
         task = training_pipeline(params_yaml=params_yaml, source=source, input_path=input_path,
@@ -114,6 +117,8 @@ def run_video_local(params_yaml: str, tracking_uri: str, pipeline_root: Path, in
                     milvus_uri: str = "") -> str:
     """The video pipeline on kfp.local; returns the promoted segments collection. Raises RuntimeError naming the
     failed task, as run_local."""
+    from pipelines import video as video_pipelines
+
     _init_local(pipeline_root)
     with quiet_kfp(pipeline_root):
         task = video_pipelines.video_pipeline(params_yaml=params_yaml, input_path=input_path,
@@ -130,7 +135,7 @@ def submit(host: str, params_yaml: str, tracking_uri: str = "", experiment: str 
                  "milvus_uri": milvus_uri}
     if not video:
         arguments["source"] = source  # the video pipeline has no source: it reads videos
-    package = package or (video_pipelines.COMPILED if video else COMPILED)
+    package = package or (VIDEO_YAML if video else TRAINING_YAML)
     run = kfp_client(host).create_run_from_pipeline_package(str(package), experiment_name=experiment,
                                                                  arguments=arguments)
     return run.run_id
@@ -139,6 +144,8 @@ def submit(host: str, params_yaml: str, tracking_uri: str = "", experiment: str 
 def run_drift_local(params_yaml: str, current_path: str, pipeline_root: Path, tracking_uri: str = "",
                     milvus_uri: str = "", reference_path: str = "") -> bool:
     """The drift pipeline on kfp.local; returns whether drift was found (the retrain step ran if so)."""
+    from pipelines import drift as drift_pipelines
+
     _init_local(pipeline_root)
     with quiet_kfp(pipeline_root):
         task = drift_pipelines.drift_pipeline(params_yaml=params_yaml, current_path=current_path,
@@ -148,7 +155,7 @@ def run_drift_local(params_yaml: str, current_path: str, pipeline_root: Path, tr
 
 
 def schedule_drift(host: str, params_yaml: str, cron: str, current_path: str = "", experiment: str = "mrl",
-                   tracking_uri: str = "", milvus_uri: str = "", package: Path = drift_pipelines.COMPILED) -> str:
+                   tracking_uri: str = "", milvus_uri: str = "", package: Path = DRIFT_YAML) -> str:
     """Create a KFP recurring run of the compiled drift pipeline (cron has six fields: seconds first)."""
 
     client = kfp_client(host)
