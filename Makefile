@@ -7,7 +7,7 @@ FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 ARTIFACTS ?= artifacts
 MRL := $(BIN)/mrl
 
-.PHONY: install data demo repro test bench-quality bench-retrieval bench-video bench-text bench-load bench-drift lint compile clean
+.PHONY: install data demo repro test test-fast bench-quality bench-retrieval bench-video bench-text bench-load bench-drift lint compile clean
 
 install: $(VENV)/.installed
 	@bash scripts/get-actionlint.sh .tools/actionlint
@@ -37,6 +37,11 @@ test: install
 	@bash scripts/get-chromium.sh
 	$(BIN)/ruff check mrl components pipelines tests bench
 	$(BIN)/pytest -q
+
+# The fast tier: units and light integration, without anything marked slow (training, pipelines, Milvus servers, the
+# browser); `make test` runs everything.
+test-fast: install
+	$(BIN)/pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check mrl components pipelines tests bench

@@ -126,8 +126,7 @@ def register_model(run_id: str, model_name: str, tracking_uri: str | None = None
 def run_per_dim(run) -> dict[int, dict[str, float]]:
     """{dim: {metric: value}} of the evaluation logged with the run: the names come from the per_dim/ curves
     (training's own per-dim keys such as loss_d8 are not evaluation), the values from the flat keys."""
-    metrics = run.data.metrics
-    names = sorted(k.removeprefix(PER_DIM_PREFIX) for k in metrics if k.startswith(PER_DIM_PREFIX))
+    metrics, names = run.data.metrics, run_per_dim_names(run)
     dims = json.loads(run.data.tags.get("mrl.nesting_dims", "[]"))
     per_dim = {m: {n: metrics[f"{n}_d{m}"] for n in names if f"{n}_d{m}" in metrics} for m in dims}
     return {m: row for m, row in per_dim.items() if row}
@@ -143,6 +142,16 @@ def describe_version(verdict: str, per_dim: dict[int, dict[str, float]], gate_ta
     return "\n\n".join(parts)
 
 
+def require_version(mlflow_client, model_name: str, version: str) -> None:
+    """A one-line error, not MLflow's traceback, for a version the registry does not have."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.get_model_version(model_name, version)
+    except MlflowException:
+        raise MRLError(f"{model_name}: no model version {version!r} in the registry") from None
+
+
 def _dim_metrics(mlflow_client, model_name: str, version: str, metric: str) -> dict[int, float]:
     run_id = mlflow_client.get_model_version(model_name, version).run_id
     metrics = mlflow_client.get_run(run_id).data.metrics
@@ -151,6 +160,37 @@ def _dim_metrics(mlflow_client, model_name: str, version: str, metric: str) -> d
     if not dims or missing:
         raise MRLError(f"{model_name} version {version}: run {run_id} has no {metric} for dims {missing or '(none)'}")
     return {m: metrics[f"{metric}_d{m}"] for m in dims}
+
+
+IMAGE_DEFAULT_METRIC = "knn_top1"  # registry.primary_metric's default: an image (classification) metric
+
+
+def gate_metric(mlflow_client, model_name: str, version: str, champion: str | None, configured: str) -> str:
+    """The metric the gate compares: registry.primary_metric, except for a text adapter while it is the image default
+    knn_top1 (which a text evaluation never has): then the adapter's nDCG@k (`ndcg_at_<text.eval_k>`). Challenger and
+    champion must be models of one kind: a text adapter is not gated against an image model."""
+    def run_of(v: str):
+        return mlflow_client.get_run(mlflow_client.get_model_version(model_name, v).run_id)
+
+    run = run_of(version)
+    kind = run.data.tags.get("mrl.kind", "images")
+    if champion and champion != version:
+        theirs = run_of(champion).data.tags.get("mrl.kind", "images")
+        if theirs != kind:
+            raise MRLError(f"{model_name} v{version} embeds {kind} but champion v{champion} embeds {theirs}: "
+                           "register each kind under its own registry.model_name")
+    if kind != "text" or configured != IMAGE_DEFAULT_METRIC:
+        return configured
+    ndcg = sorted(name for name in run_per_dim_names(run) if name.startswith("ndcg_at_"))
+    if not ndcg:
+        raise MRLError(f"{model_name} v{version}: a text adapter's run without ndcg_at_<k> metrics; set "
+                       "registry.primary_metric to one of its metrics (e.g. ndcg_at_10)")
+    return ndcg[0]
+
+
+def run_per_dim_names(run) -> list[str]:
+    """The evaluation metrics logged per dim with the run (the per_dim/ curves)."""
+    return sorted(k.removeprefix(PER_DIM_PREFIX) for k in run.data.metrics if k.startswith(PER_DIM_PREFIX))
 
 
 def promote_if_better(model_name: str, cfg: RegistryConfig, version: str | None = None,
@@ -162,9 +202,11 @@ def promote_if_better(model_name: str, cfg: RegistryConfig, version: str | None 
     version = version or alias_version(c, model_name, CHALLENGER)
     if version is None:
         raise MRLError(f"{model_name}: no '{CHALLENGER}' alias to promote; run `mrl register` first")
+    require_version(c, model_name, version)
     champion = alias_version(c, model_name, CHAMPION)
     if champion == version:
         return GateDecision(True, version, champion)
+    cfg = cfg.model_copy(update={"primary_metric": gate_metric(c, model_name, version, champion, cfg.primary_metric)})
     ours = _dim_metrics(c, model_name, version, cfg.primary_metric)
     theirs = _dim_metrics(c, model_name, champion, cfg.primary_metric) if champion else {}
     reference = {m: v - cfg.tolerance for m, v in theirs.items()} if champion else {m: cfg.min_first for m in ours}

@@ -1,10 +1,11 @@
-"""Fixtures: tiny, learnable datasets in the real input formats (idx.gz, image folders, Parquet)."""
+"""Fixtures: tiny, learnable datasets in the real input formats (idx.gz, image folders, Parquet), and the tiny
+trained models the integration tests share."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO, synthetic_images, write_embeddings_table, write_fashion_mnist
+from helpers import REPO, TinyModels, synthetic_images, write_embeddings_table, write_fashion_mnist
 from PIL import Image
 
 
@@ -57,3 +58,11 @@ def embeddings_table(tmp_path: Path) -> Path:
         tmp_path / "emb.parquet", [v.tolist() for v in vectors], labels=[f"c{c}" for c in labels],
         splits=["test" if i % 5 == 0 else "train" for i in range(200)],
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> TinyModels:
+    """Tiny models trained once per session (each seed on first use) and shared by the modules that need "a trained
+    model" rather than training itself: the index and service, CLI, video and browser tests. Tests register them into
+    their own MLflow stores (`tiny_models.register(tmp_path)`), so no registry state is shared."""
+    return TinyModels(tmp_path_factory.mktemp("tiny-models"))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import os
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +108,63 @@ def registered_tiny_models(tmp: Path, seeds=range(3)) -> dict:
         evaluate(model, data, model_cfg.evaluate, tmp / f"m{seed}.json")
         register_model(log_training_run(model, tmp / f"m{seed}.json", None, uri), cfg.registry.model_name, uri)
     return {"data": data, "uri": uri, "cfg": cfg, "tmp": tmp}
+
+
+def dvc_project(repo: Path, params_text: str, items=("dvc.yaml", ".dvcignore", "mrl")) -> None:
+    """A fresh git repository at `repo` with the project's `items` (DVC pipelines and the code their stages depend on),
+    its .dvc config and `params_text` as params.yaml, all committed: what `dvc repro` needs."""
+    ignore = shutil.ignore_patterns("__pycache__", "tmp", "cache")
+    for item in items:
+        (repo / item).parent.mkdir(parents=True, exist_ok=True)
+        if (REPO / item).is_dir():
+            shutil.copytree(REPO / item, repo / item, ignore=ignore)
+        else:
+            shutil.copy(REPO / item, repo / item)
+    shutil.copytree(REPO / ".dvc", repo / ".dvc", ignore=ignore)
+    (repo / "params.yaml").write_text(params_text)
+    env = os.environ | {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
+        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+
+
+class TinyModels:
+    """The tests' shared tiny image models (the session-scoped `tiny_models` fixture in conftest.py): trained with
+    SERVICE_PARAMS on one Fashion-MNIST-format dataset (240 train, 80 test), each seed once per session, on first use.
+    Read-only: tests register them into MLflow stores of their own (`register`), never into a shared one."""
+
+    def __init__(self, root: Path):
+        from mrl.config import IngestConfig
+        from mrl.ingest import ingest
+
+        self.root = root
+        self.raw = write_fashion_mnist(root / "raw", 240, 80)
+        self.data = ingest("fashion_mnist", self.raw, root / "ds.npz", IngestConfig()).path
+        self._trained: dict[int, tuple[Path, Path]] = {}
+
+    def model(self, seed: int = 0) -> tuple[Path, Path]:
+        """(checkpoint, per-dim metrics JSON) of the model trained with train.seed=`seed` (1 epoch)."""
+        if seed not in self._trained:
+            from mrl.config import load_config
+            from mrl.evaluate import evaluate
+            from mrl.train import train
+
+            cfg = load_config(None, [*SERVICE_PARAMS, f"train.seed={seed}"])
+            model = train(cfg, self.data, self.root / f"m{seed}.pt", log=lambda _: None).path
+            evaluate(model, self.data, cfg.evaluate, self.root / f"m{seed}.json")
+            self._trained[seed] = (Path(model), self.root / f"m{seed}.json")
+        return self._trained[seed]
+
+    def register(self, tmp: Path, seeds=range(3), overrides=()) -> dict:
+        """As registered_tiny_models, without training: one registered version per seed (version n+1 from seed n) in
+        a fresh MLflow sqlite store under `tmp`; "cfg" is SERVICE_PARAMS plus `overrides`."""
+        from mrl.config import load_config
+        from mrl.registry import register_model
+        from mrl.tracking import log_training_run
+
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        cfg = load_config(None, [*SERVICE_PARAMS, *overrides])
+        for seed in seeds:
+            model, metrics = self.model(seed)
+            register_model(log_training_run(model, metrics, None, uri), cfg.registry.model_name, uri)
+        return {"data": self.data, "raw": self.raw, "uri": uri, "cfg": cfg, "tmp": tmp}

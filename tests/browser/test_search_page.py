@@ -13,13 +13,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from helpers import SERVICE_PARAMS, registered_tiny_models
+from helpers import SERVICE_PARAMS
 from PIL import Image
 
 from mrl.config import load_config
 from mrl.data import load_dataset
 from mrl.promote import promote_index
 from mrl.retrieval import milvus_index as mi
+
+pytestmark = pytest.mark.slow  # a browser, uvicorn and a promoted index
 
 CHROMIUM = shutil.which("chromium") or shutil.which("google-chrome")  # Debian; GitHub's Ubuntu runners
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -36,7 +38,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tiny_models, tmp_path_factory):
     """`mrl serve`'s app under uvicorn on a free port, over a promoted index of a tiny model (memory backend)."""
     import uvicorn
     from mlflow import MlflowClient
@@ -44,7 +46,7 @@ def server(tmp_path_factory):
     from mrl.serve import create_app
 
     tmp = tmp_path_factory.mktemp("page")
-    setup = registered_tiny_models(tmp, seeds=[0])
+    setup = tiny_models.register(tmp, seeds=[0])
     cfg = load_config(None, [*SERVICE_PARAMS, "retrieval.serve_backend=memory"])
     MlflowClient(setup["uri"]).set_registered_model_alias(cfg.registry.model_name, "champion", "1")
     client = mi.connect(str(tmp / "milvus.db"))

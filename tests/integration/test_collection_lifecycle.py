@@ -10,6 +10,8 @@ from mrl.promote import drop_old_collections, rollback_index
 from mrl.retrieval import milvus_index as mi
 from mrl.retrieval.funnel import Funnel
 
+pytestmark = pytest.mark.slow  # a Milvus Lite server per test (2-3 s each on 2 busy cores)
+
 
 @pytest.fixture
 def milvus(tmp_path):

@@ -19,13 +19,11 @@ from mrl.cli import app
 from mrl.config import IngestConfig, load_config
 from mrl.data.artifact import Dataset, load_dataset, save_dataset
 from mrl.errors import MRLError
-from mrl.evaluate import evaluate
 from mrl.ingest import ingest
 from mrl.promote import embed_with, promote_index, rollback_index
-from mrl.registry import register_model
 from mrl.retrain import retrain
-from mrl.tracking import log_training_run
-from mrl.train import train
+
+pytestmark = pytest.mark.slow  # two promotions of 1,200 items, each calibrating a drift reference
 
 PARAMS = ["model.nesting_dims=[4, 8, 16]", "model.embedding_dim=16", "model.cnn_widths=[8, 16, 16]",
           "train.batch_size=32", "train.epochs=2", "evaluate.recall_ks=[1]", "evaluate.probe_epochs=10",
@@ -38,21 +36,18 @@ WINDOW = 150
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """Two registered versions of a tiny model; v1 promoted (reference saved), then v2 promoted over it."""
+def env(tiny_models, tmp_path_factory):
+    """The shared tiny models (seeds 0, 1) registered as v1 and v2 in this module's store; a catalogue of 1,200 items
+    they never saw indexed with v1 (reference saved), then with v2 over it."""
     tmp = tmp_path_factory.mktemp("drift")
     params = [*PARAMS, f"drift.reference_dir={tmp / 'refs'}", f"drift.workspace={tmp / 'workspace'}"]
     (tmp / "params.yaml").write_text("\n".join(["drift:"] + [f"  {p.split('.', 1)[1].replace('=', ': ', 1)}"
                                                             for p in params if p.startswith("drift.")]) + "\n")
     data = ingest("fashion_mnist", write_fashion_mnist(tmp / "raw", 900, 300), tmp / "ds.npz", IngestConfig()).path
-    uri, milvus = f"sqlite:///{tmp / 'mlflow.db'}", str(tmp / "milvus.db")
+    milvus = str(tmp / "milvus.db")
     cfg = load_config(None, params)
-    for seed in (0, 1):
-        model_cfg = load_config(None, [*params, f"train.seed={seed}"])
-        model = train(model_cfg, data, tmp / f"m{seed}.pt", log=lambda _: None).path
-        evaluate(model, data, model_cfg.evaluate, tmp / f"m{seed}.json")
-        version = register_model(log_training_run(model, tmp / f"m{seed}.json", None, uri), cfg.registry.model_name,
-                                 uri).version
+    uri = tiny_models.register(tmp, seeds=[0, 1])["uri"]
+    for version in ("1", "2"):
         mlflow.MlflowClient(uri).set_registered_model_alias(cfg.registry.model_name, "champion", version)
         promote_index(cfg, data, uri, milvus, log=lambda _: None)
     return {"tmp": tmp, "cfg": cfg, "uri": uri, "milvus": milvus, "data": data, "params": params}

@@ -2,14 +2,19 @@
 
 import base64
 import functools
+import inspect
 import io
+import json
+import threading
 import time
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
 import pytest
+import yaml
 from fastapi.testclient import TestClient
-from helpers import SERVICE_PARAMS, registered_tiny_models
+from helpers import SERVICE_PARAMS, SMALL_PARAMS
 from PIL import Image
 
 from mrl import promote as promote_mod
@@ -21,10 +26,14 @@ from mrl.retrieval import milvus_index as mi
 PARAMS = SERVICE_PARAMS
 
 
+pytestmark = pytest.mark.slow  # Milvus Lite, MLflow model loading and a funnel choice per promotion
+
+
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A dataset and three registered versions of a tiny model (seeds 0, 1, 2)."""
-    return registered_tiny_models(tmp_path_factory.mktemp("index"))
+def setup(tiny_models, tmp_path_factory):
+    """The shared tiny dataset and three registered versions of the shared tiny models (seeds 0, 1, 2), in a store
+    of this module's own."""
+    return tiny_models.register(tmp_path_factory.mktemp("index"))
 
 
 @pytest.fixture
@@ -137,8 +146,9 @@ def test_hnsw_shortlist(setup, milvus):
 
 def test_old_collections_beyond_keep_last_are_dropped(setup, milvus):
     client, uri = milvus
+    cfg = load_config(None, [*PARAMS, "retrieval.drop_grace_s=0"])  # no replica to wait for: drop at once
     for version in ("1", "2", "3"):
-        result = promote(setup, client, version, uri=uri)
+        result = promote(setup, client, version, cfg=cfg, uri=uri)
     assert result.dropped == ["items_v1"]
     assert mi.versioned_collections(client, "items") == ["items_v2", "items_v3"]
 
@@ -215,6 +225,87 @@ def test_of_promotions_starting_together_exactly_one_takes_the_lock(milvus):
         winner = next(o for o, v in outcomes.items() if v == "held")
         assert mi.lock_holder(client, "items")["owner"] == winner
         mi.release_promotion_lock(client, "items", winner)
+
+
+def test_of_two_promotions_started_together_one_swaps_and_the_other_leaves_nothing(setup, milvus, monkeypatch):
+    """Two whole promotions (v2 and v3) reach for the lock at the same moment: one builds, verifies and swaps; the
+    other stops with a clear error, having built nothing, and succeeds when run again afterwards."""
+    client, uri = milvus
+    promote(setup, client, "1", uri=uri)
+    barrier, take_lock = threading.Barrier(2, timeout=120), mi.acquire_promotion_lock
+
+    def together(*args, **kwargs):  # both promotions checked their inputs and connected: take the lock at once
+        barrier.wait()
+        return take_lock(*args, **kwargs)
+
+    monkeypatch.setattr(mi, "acquire_promotion_lock", together)
+    outcomes = {}
+
+    def run(version):
+        try:
+            outcomes[version] = promote_mod.promote_index(setup["cfg"], setup["data"], setup["uri"], uri, version,
+                                                          log=lambda _: None)
+        except MRLError as e:
+            outcomes[version] = e
+
+    threads = [threading.Thread(target=run, args=(v,)) for v in ("2", "3")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert sorted(outcomes) == ["2", "3"], outcomes
+    [winner] = [v for v, o in outcomes.items() if not isinstance(o, MRLError)]
+    [loser] = [v for v, o in outcomes.items() if isinstance(o, MRLError)]
+    assert "promotion lock" in str(outcomes[loser])
+    assert (outcomes[winner].collection, outcomes[winner].previous) == (f"items_v{winner}", "items_v1")
+    assert mi.alias_target(client, "items") == f"items_v{winner}" and mi.row_count(client, f"items_v{winner}") == 320
+    assert f"items_v{loser}" not in client.list_collections() and mi.lock_holder(client, "items") is None
+
+    monkeypatch.setattr(mi, "acquire_promotion_lock", take_lock)
+    again = promote_mod.promote_index(setup["cfg"], setup["data"], setup["uri"], uri, loser, log=lambda _: None)
+    assert (again.collection, again.previous) == (f"items_v{loser}", f"items_v{winner}")
+
+
+def test_a_failed_shard_abandons_the_promotion_and_leaves_the_served_index(setup, milvus, monkeypatch, tmp_path):
+    """The KFP promotion's insert step (components/promote.py) as the pipeline runs it, over two shards: the first
+    goes in, the second fails; the step drops the half-filled collection and its drift reference and releases the
+    lock, so the alias keeps serving the old collection and the next promotion starts clean."""
+    from components.promote import insert_shard_op
+    from mrl import drift
+
+    client, uri = milvus
+    small_drift = [f"drift.{k}={v}" for k, v in SMALL_PARAMS["drift"].items()]  # a reference from 320 rows
+    cfg = load_config(None, [*PARAMS, *small_drift, f"drift.reference_dir={tmp_path / 'refs'}"])
+    promote(setup, client, "1", cfg=cfg, uri=uri)
+    set_champion(setup, "2")
+    plan = promote_mod.plan_promotion(cfg, setup["data"], setup["uri"], uri, None, log=lambda _: None)
+    assert drift.reference_path(cfg, "items_v2").exists() and mi.lock_holder(client, "items")["owner"] == "items_v2"
+    catalogue = tmp_path / "catalogue.npy"
+    np.save(catalogue, np.empty((0, 0), np.float32))  # no catalogue from the plan: each shard embeds its rows
+    artifacts = {"dataset": SimpleNamespace(path=str(setup["data"])), "embeddings": SimpleNamespace(path=str(catalogue))}
+    takes = inspect.signature(insert_shard_op.python_func).parameters
+
+    def insert_step(shard):
+        work = json.dumps({"plan": plan.to_json(), "shard": shard, "shards": 2})
+        insert_shard_op.python_func(params_yaml=yaml.safe_dump(cfg.model_dump(mode="json")), tracking_uri=setup["uri"],
+                                    milvus_uri=uri, work=work, top_k=SimpleNamespace(path=str(tmp_path / f"top{shard}")),
+                                    **{k: v for k, v in artifacts.items() if k in takes})
+
+    insert_step(0)
+    assert json.loads((tmp_path / "top0").read_text())["ids"] and "items_v2" in client.list_collections()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("injected failure in shard 2")
+
+    insert_rows = mi.insert_rows
+    monkeypatch.setattr(mi, "insert_rows", boom)
+    with pytest.raises(RuntimeError, match="injected failure in shard 2"):
+        insert_step(1)
+    assert mi.alias_target(client, "items") == "items_v1" and mi.row_count(client, "items_v1") == 320
+    assert "items_v2" not in client.list_collections() and mi.lock_holder(client, "items") is None
+    assert not drift.reference_path(cfg, "items_v2").exists() and drift.reference_path(cfg, "items_v1").exists()
+    monkeypatch.setattr(mi, "insert_rows", insert_rows)
+    assert promote(setup, client, "2", cfg=cfg, uri=uri).collection == "items_v2"
 
 
 def test_a_collection_left_by_a_killed_promotion_is_rebuilt(setup, milvus):

@@ -22,6 +22,8 @@ from mrl.retrieval import InMemoryFunnelIndex
 from mrl.retrieval import milvus_index as mi
 from mrl.retrieval.funnel import Funnel
 
+pytestmark = pytest.mark.slow  # starts a Milvus 2.3 server (10-30 s)
+
 START_TIMEOUT_S = 90  # measured ~10-30 s on 2 busy cores
 N, FULL_DIM = 3000, 32
 FUNNEL = Funnel(8, 200, (16, 32))  # d0=8 shortlist of 200, re-ranked at 16, then at the full 32

@@ -15,6 +15,8 @@ from mrl.evaluate import embed, evaluate
 from mrl.ingest import ingest
 from mrl.train import train
 
+pytestmark = pytest.mark.slow  # every test trains a model
+
 SMALL = ["model.nesting_dims=[4, 8, 16]", "model.embedding_dim=16", "model.cnn_widths=[8, 16, 16]",
          "train.batch_size=32", "train.lr=0.01", "evaluate.recall_ks=[1, 5]", "evaluate.map_k=5",
          "evaluate.probe_epochs=30"]

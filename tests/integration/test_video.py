@@ -9,17 +9,11 @@ import mlflow
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers import write_fashion_mnist
 from PIL import Image
 
-from mrl.config import IngestConfig, load_config
+from mrl.config import load_config
 from mrl.errors import MRLError
-from mrl.evaluate import evaluate
-from mrl.ingest import ingest
-from mrl.registry import register_model
 from mrl.retrieval import milvus_index as mi
-from mrl.tracking import log_training_run
-from mrl.train import train
 from mrl.video.frames import ingest_videos, load_frames
 from mrl.video.index import promote_segments
 from mrl.video.scenes import build_segments, load_segments, segment_videos
@@ -32,17 +26,13 @@ PARAMS = ["model.nesting_dims=[4, 8, 16]", "model.embedding_dim=16", "model.cnn_
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Four generated videos (scenes and continuous) from synthetic Fashion-MNIST-format items, a registered tiny
-    model, the frames and segments artifacts."""
+def corpus(tiny_models, tmp_path_factory):
+    """Four generated videos (scenes and continuous) from synthetic Fashion-MNIST-format items, the shared tiny model
+    (seed 0) registered as champion in this module's store, the frames and segments artifacts."""
     tmp = tmp_path_factory.mktemp("video")
-    raw = write_fashion_mnist(tmp / "raw", 240, 80)
-    data = ingest("fashion_mnist", raw, tmp / "ds.npz", IngestConfig()).path
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    raw = tiny_models.raw
+    uri = tiny_models.register(tmp, seeds=[0])["uri"]
     cfg = load_config(None, PARAMS)
-    model = train(cfg, data, tmp / "m.pt", log=lambda _: None).path
-    evaluate(model, data, cfg.evaluate, tmp / "m.json")
-    register_model(log_training_run(model, tmp / "m.json", None, uri), cfg.registry.model_name, uri)
     mlflow.MlflowClient(uri).set_registered_model_alias(cfg.registry.model_name, "champion", "1")
     truth = load_ground_truth(generate_corpus(tmp / "videos", 4, mean_video_s=20, fashion_mnist_dir=raw, seed=1,
                                               continuous_share=0.25, progress=False))
@@ -60,6 +50,7 @@ def promoted(corpus, tmp_path):
     client.close()
 
 
+@pytest.mark.slow  # the corpus: a registered model, generated videos, frames and segments
 def test_ingest_samples_every_video_at_the_configured_rate(corpus):
     frames = load_frames(corpus["frames"])
     assert sorted(frames.videos) == sorted(v["file"] for v in corpus["truth"]["videos"])
@@ -145,6 +136,7 @@ def test_scene_cuts_fall_on_the_known_cuts(tmp_path):
     assert windows.start_s.tolist() == [0.0, 2.0, 4.0, 6.0, 8.0] and windows.end_s[-1] == 12.0
 
 
+@pytest.mark.slow  # the corpus: a registered model, generated videos, frames and segments
 def test_segments_cover_each_video_and_cut_near_the_truth(corpus):
     segments = load_segments(corpus["segments"])
     for video in corpus["truth"]["videos"]:
@@ -156,6 +148,7 @@ def test_segments_cover_each_video_and_cut_near_the_truth(corpus):
     assert segments.thumbnails.shape[1:] == (1, 28, 28)
 
 
+@pytest.mark.slow  # the corpus: a registered model, generated videos, frames and segments
 def test_coarse_to_fine_search_finds_the_video_and_the_moment(corpus, tmp_path):
     """A frame as the query: its video first, its segment among the first hits, the best frame at its time. The
     search machinery is checked apart from the model (the tiny one barely tells these items apart): frames are
@@ -184,6 +177,7 @@ def test_coarse_to_fine_search_finds_the_video_and_the_moment(corpus, tmp_path):
     index.client.close()
 
 
+@pytest.mark.slow  # the corpus: a registered model, generated videos, frames and segments
 def test_video_promotion_versions_verifies_and_rolls_back(corpus, promoted):
     from mrl.promote import rollback_index
 
@@ -196,6 +190,7 @@ def test_video_promotion_versions_verifies_and_rolls_back(corpus, promoted):
     assert mi.alias_target(client, "videos") == "videos_v1"
 
 
+@pytest.mark.slow  # the corpus: a registered model, generated videos, frames and segments
 def test_a_failed_video_promotion_leaves_the_alias_and_drops_what_it_built(corpus, promoted, monkeypatch):
     from mrl.video import index as video_index
 
@@ -213,6 +208,7 @@ def _png(pixels: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+@pytest.mark.slow  # the corpus: a registered model, generated videos, frames and segments
 def test_service_returns_moments_and_thumbnails(corpus, promoted, tmp_path):
     from mrl.serve import create_app
 

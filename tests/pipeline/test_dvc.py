@@ -22,6 +22,7 @@ def sh(*cmd: str, cwd: Path, env: dict) -> str:
     return result.stdout
 
 
+@pytest.mark.slow  # the whole DVC pipeline, twice
 def test_dvc_repro_reproduces_the_run_and_diffs_metrics_per_dim(raw_dir, tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -98,6 +99,7 @@ def test_video_dvc_stages_are_valid_mrl_commands_on_existing_inputs():
         produced |= set(outs)
 
 
+@pytest.mark.slow  # dvc subprocesses in a fresh git repository
 def test_dvc_reads_the_video_stages_but_plain_repro_leaves_them_out(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()

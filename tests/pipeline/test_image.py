@@ -4,6 +4,7 @@ import fnmatch
 import re
 import tomllib
 
+import pytest
 from helpers import REPO
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()
@@ -85,6 +86,7 @@ def test_dockerignore_keeps_what_the_build_copies():
         assert not excluded, f".dockerignore {excluded} excludes {path}, which the Dockerfile copies"
 
 
+@pytest.mark.slow  # builds the wheel with pip
 def test_the_installed_package_carries_the_compiled_pipelines_and_the_search_page(tmp_path):
     """The image installs with `pip install .` (not editable): files other than Python must be package data."""
     import shutil

@@ -1,6 +1,9 @@
 """The whole training pipeline on kfp.local (SubprocessRunner, no venv) on a few hundred images."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -10,25 +13,34 @@ from typer.testing import CliRunner
 
 from mrl.cli import app
 from mrl.config import parse_params
-from mrl.evaluate import evaluate
-from mrl.ingest import ingest
-from mrl.registry import aliases, register_model
+from mrl.registry import aliases
 from mrl.retrieval import milvus_index as mi
-from mrl.tracking import log_training_run
-from mrl.train import train
 from mrl.video.scenes import load_segments
 from mrl.video.synth import generate_corpus
-from pipelines.run import latest_local_output, run_drift_local, run_local
+from pipelines.run import latest_local_output, run_drift_local
+
+pytestmark = pytest.mark.slow  # every step a subprocess on kfp.local
 
 
 def test_pipeline_trains_evaluates_registers_and_promotes(raw_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     root = tmp_path / "kfp"
     milvus = str(tmp_path / "milvus.db")
+    params = tmp_path / "params.yaml"
     # Three catalogue shards: promotion embeds and inserts them in a ParallelFor, then verifies and swaps once.
-    version = run_local(small_params(raw_dir, retrieval=SMALL_PARAMS["retrieval"] | {"shards": 3}), uri, root,
-                        milvus_uri=milvus)
-    assert version == "1"
+    params.write_text(small_params(raw_dir, retrieval=SMALL_PARAMS["retrieval"] | {"shards": 3}))
+    # `mrl pipeline run` as `make demo` runs it, in a process of its own: its summary opens the Milvus Lite file, whose
+    # lock would stay with this process and keep the drift pipeline's steps below out.
+    done = subprocess.run([str(Path(sys.executable).with_name("mrl")), "pipeline", "run", "--params", str(params),
+                           "--tracking-uri", uri, "--milvus-uri", milvus, "--pipeline-root", str(root)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for line in ("per-dim evaluation (test queries vs train database):", "  fashion-mnist-mrl@champion: v1",
+                 "\nindex: alias items -> items_v1, funnel ", "\nexample search, the 5 nearest items to ",
+                 "\ndrift check: held-out split vs the reference of items_v1",
+                 f"MLflow UI:      mlflow ui --backend-store-uri {uri}"):
+        assert line in done.stdout, done.stdout[-3000:]
+    assert (tmp_path / "last-check.html").is_file()  # the drift report, beside drift.reference_dir
     assert aliases("fashion-mnist-mrl", uri) == {"champion": "1", "challenger": "1"}
 
     per_dim = json.loads(latest_local_output(root, "evaluate-op", "per_dim").read_text())
@@ -67,23 +79,24 @@ def test_pipeline_trains_evaluates_registers_and_promotes(raw_dir, tmp_path):
 def test_bad_data_stops_the_pipeline_before_training(raw_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     root = tmp_path / "kfp"
-    with pytest.raises(RuntimeError, match="validate-op"):
-        run_local(small_params(raw_dir, validation={"min_train_items": 100_000}), uri, root,
-                  milvus_uri=str(tmp_path / "milvus.db"))
+    params = tmp_path / "params.yaml"
+    params.write_text(small_params(raw_dir, validation={"min_train_items": 100_000}))
+    result = CliRunner().invoke(app, ["pipeline", "run", "--params", str(params), "--tracking-uri", uri,
+                                      "--milvus-uri", str(tmp_path / "milvus.db"), "--pipeline-root", str(root)])
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == 2 and len(errors) == 1, result.output
+    assert errors[0].startswith("error: pipeline failed: ") and "validate-op" in errors[0]
+    assert errors[0].endswith("registry aliases and the serving index are unchanged")
     assert latest_local_output(root, "train-op", "model") is None
     assert aliases("fashion-mnist-mrl", uri) == {"champion": None, "challenger": None}
 
 
 @pytest.fixture
-def champion(raw_dir, tmp_path):
-    """A tiny model trained on raw_dir, registered as the champion in a fresh MLflow; returns the tracking URI."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = parse_params(small_params(raw_dir))
-    data = ingest("fashion_mnist", raw_dir, tmp_path / "ds.npz", cfg.ingest).path
-    model = train(cfg, data, tmp_path / "m.pt", log=lambda _: None).path
-    evaluate(model, data, cfg.evaluate, tmp_path / "m.json")
-    register_model(log_training_run(model, tmp_path / "m.json", None, uri), cfg.registry.model_name, uri)
-    mlflow.MlflowClient(uri).set_registered_model_alias(cfg.registry.model_name, "champion", "1")
+def champion(tiny_models, raw_dir, tmp_path):
+    """The shared tiny model (seed 0) registered as the champion in a fresh MLflow; returns the tracking URI."""
+    uri = tiny_models.register(tmp_path, seeds=[0])["uri"]
+    name = parse_params(small_params(raw_dir)).registry.model_name
+    mlflow.MlflowClient(uri).set_registered_model_alias(name, "champion", "1")
     return uri
 
 

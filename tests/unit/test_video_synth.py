@@ -122,6 +122,7 @@ def test_other_containers_read_back(tmp_path, fmnist, suffix, codec):
     assert 0 < frames.mean() < 128  # an item on a dark canvas, not a blank or garbled picture
 
 
+@pytest.mark.slow  # worker processes each encoding videos: seconds
 def test_same_seed_same_corpus_any_worker_count(tmp_path, fmnist):
     def make(name: str, seed: int, workers: int = 1) -> dict:
         return json.loads(generate_corpus(tmp_path / name, 3, mean_video_s=4.0, fashion_mnist_dir=fmnist, seed=seed,
