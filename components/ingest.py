@@ -11,6 +11,6 @@ def ingest_op(params_yaml: str, source: str, input_path: str, dataset: Output[Da
     from mrl.ingest import ingest
 
     cfg = parse_params(params_yaml, "params_yaml", [f"ingest.source={source}"] if source else [])
-    result = ingest(cfg.ingest.source, input_path or cfg.ingest.input, dataset.path, cfg.ingest)
+    result = ingest(cfg.ingest.source, input_path or cfg.ingest.input, dataset.path, cfg.ingest, cfg.text)
     dataset.metadata.update({"kind": result.kind, "n_train": result.n_train, "n_test": result.n_test,
                              "classes": result.classes, "item_shape": list(result.item_shape)})

@@ -77,10 +77,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path) -> LoadedModel:
+    """Any mrl checkpoint: an image or vectors encoder, or a text adapter (meta["kind"] "text": it maps base sentence
+    embeddings, float32 (N, base dim), to the adapter's)."""
     payload = read_checkpoint(path)
     cfg = config_from_dict(payload["config"], f"{path} (saved config)")
     meta = payload["meta"]
-    encoder, loss = build_model(cfg, meta["kind"], tuple(meta["item_shape"]), meta["num_classes"])
+    if meta.get("kind") == "text":
+        from mrl.text.adapter import build_adapter_and_loss  # mrl.text.adapter reads checkpoints with this module
+
+        encoder, loss = build_adapter_and_loss(cfg, meta)
+    else:
+        encoder, loss = build_model(cfg, meta["kind"], tuple(meta["item_shape"]), meta["num_classes"])
     encoder.load_state_dict(payload["encoder"])
     loss.load_state_dict(payload["loss"])
     encoder.eval()

@@ -418,9 +418,10 @@ def search(
     clip: Annotated[Path | None, typer.Option(help="search the videos with a short clip (pooled like a segment)")] = None,
     videos: Annotated[bool, typer.Option("--videos", help="search the video segments index (implied by --clip)")]
     = False,
-    text: Annotated[str | None, typer.Option(help="search a text dataset's documents (--data) with this query text")]
-    = None,
-    data: Annotated[Path | None, typer.Option(help="--text: the text dataset from `mrl ingest --source text`")] = None,
+    text: Annotated[str | None, typer.Option(help="search with this query text: the served index of a text adapter, "
+                                             "or with --data a text dataset's documents, exactly")] = None,
+    data: Annotated[Path | None, typer.Option(help="--text: search this text dataset (from `mrl ingest --source "
+                                              "text`) in process instead of the served index")] = None,
     model: Annotated[Path | None, typer.Option(help="--text: the adapter from `mrl train` (default: the base "
                                                "embedding)")] = None,
     dim: Annotated[int | None, typer.Option(min=1, help="--text: compare this many leading dims (default: all)")] = None,
@@ -433,19 +434,26 @@ def search(
     """Funnel search of the served index by an item id or an image (prints ids, scores, labels and stage timings);
     with --videos or --clip, coarse-to-fine search of the videos (video, span, best frame time). One query asks
     Milvus directly (a quantized shortlist, or --set retrieval.serve_backend=memory, loads it in memory).
-    With --text: exact search of a text dataset's documents (--data) on a --dim prefix of the adapter (--model)."""
+    With --text: funnel search of the served index of a text adapter (the query embedded by its base encoder, then the
+    adapter); with --text and --data, exact search of a text dataset's documents on a --dim prefix of the adapter
+    (--model)."""
     given = [name for name, value in (("--id", item_id), ("--image", image), ("--clip", clip), ("--text", text))
              if value is not None]
     if len(given) != 1:
         raise MRLError(f"search: give exactly one of --id, --image, --clip, --text (got {', '.join(given) or 'none'})")
     if text is None and (data or model or dim):
         raise MRLError("--data, --model and --dim go with --text")
+    if data is None and (model or dim):
+        raise MRLError("--model and --dim go with --data (exact search of a text dataset); without --data, --text "
+                       "searches the served index with its registered model")
+    if text is not None and videos:
+        raise MRLError("--text searches the items index (a text adapter's documents), not --videos")
     cfg = load_config(params, set_ or [])
     if text is not None:
+        _sleeping_openmp_waits()
+    if data is not None:
         from mrl.text.search import search_text
 
-        if data is None:
-            raise MRLError("--text: give the text dataset to search with --data")
         hits, used = search_text(text, data, cfg.text, model, dim, k)
         typer.echo(f"{data.name}, {'adapter ' + model.name if model else 'base embedding'} at {used} dims, "
                    f"documents nearest {text!r}:")
@@ -464,8 +472,8 @@ def search(
     if item_id is not None:
         query = index.vector_of(item_id)
     else:
-        query = _embed_query(cfg, index.info.model_version, tracking_uri, image, clip)
-    what = item_id or str(image or clip)
+        query = _embed_query(cfg, index.info.model_version, tracking_uri, image, clip, text)
+    what = item_id or (repr(text) if text is not None else str(image or clip))
     if videos:
         hits, timings = index.search(query, k)
         typer.echo(f"{index.name} (model v{index.info.model_version}, funnel {index.info.funnel.name()}), "
@@ -477,21 +485,37 @@ def search(
         rows, timings = index.search(query[None, :], k)
         typer.echo(f"{index.name} (model v{index.info.model_version}, funnel {index.info.funnel.name()}), "
                    f"neighbours of {what}:")
-        for rank, hit in enumerate(rows[0], 1):
-            typer.echo(f"  {rank:>3}. {hit['id']:<28} {hit['score']:.4f}  {hit['label']}")
+        from mrl.text.search import DocumentTexts
+
+        for rank, hit in enumerate(DocumentTexts(index.client, index.name).add_to(rows[0]), 1):
+            typer.echo(f"  {rank:>3}. {hit['id']:<28} {hit['score']:.4f}  {hit['label']}"
+                       + (f"  {hit['text'][:80]}" if "text" in hit else ""))
     typer.echo("  timings: " + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in timings.items()))
 
 
-def _embed_query(cfg, model_version: str, tracking_uri: str | None, image: Path | None, clip: Path | None):
-    """An image or clip embedded by the model version that built the served index."""
+def _embed_query(cfg, model_version: str, tracking_uri: str | None, image: Path | None, clip: Path | None,
+                 text: str | None = None):
+    """An image, clip or query text embedded by the model version that built the served index."""
     import torch
 
     from mrl.champion import load_registered_model, resolve_champion
     from mrl.tracking import client as mlflow_client
 
     champion = resolve_champion(cfg, tracking_uri, model_version)
+    if (text is not None) != (champion.kind == "text"):
+        given, other = ("--text", "--image or --clip") if text is not None else ("--image/--clip", "--text")
+        raise MRLError(f"{given}: the served index was built by {cfg.registry.model_name} v{model_version}, which "
+                       f"embeds {champion.kind}; search it with {other} or --id")
     mlflow_client(tracking_uri)  # the registry that models:/ refers to
     model = load_registered_model(champion.model_uri)
+    if text is not None:
+        from mrl.text.search import check_query_text, served_text_encoder
+
+        try:
+            check_query_text(text)
+        except ValueError as e:
+            raise MRLError(f"--{e}") from None
+        return served_text_encoder(cfg, tracking_uri, champion.run_id, model)([text])[0]
     if clip is not None:
         from mrl.video.search import embed_clip
 

@@ -17,7 +17,7 @@ import numpy as np
 from mrl import drift
 from mrl.champion import Champion, embed_with, resolve_champion
 from mrl.config import Config
-from mrl.data import load_dataset
+from mrl.data import Dataset, load_dataset
 from mrl.data.thumbnails import item_thumbnails
 from mrl.errors import MRLError
 from mrl.progress import progress
@@ -25,6 +25,7 @@ from mrl.retrieval import milvus_index as mi
 from mrl.retrieval.choose import FunnelCost, candidate_funnels, choose_funnel, measure_funnels, plot_cost_recall
 from mrl.retrieval.funnel import Funnel, exact_search
 from mrl.retrieval.serving import open_index, resolve_backend
+from mrl.text.artifact import TEXT_FIELD, TextDataset, is_text_dataset, load_text_dataset
 from mrl.tracking import client as mlflow_client
 from mrl.tracking import file_sha256
 
@@ -106,7 +107,7 @@ class Plan:
     champion: Champion
     chosen: dict  # FunnelCost.row() of the chosen funnel
     rows: int  # catalogue rows the collection must end up with
-    verify_rows: list[int]  # dataset rows of the verification queries
+    verify_rows: list[int]  # dataset rows of the verification queries (a text dataset's: rows of its queries)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -148,8 +149,10 @@ def plan_promotion(cfg: Config, data_path: str | Path, tracking_uri: str | None,
     if unknown:
         raise MRLError(f"drift.prefixes: {unknown} are not nesting dims of v{champion.version} ({champion.nesting_dims})")
     ds = load_dataset(data_path)
-    if ds.kind != champion.kind or (champion.item_shape and list(ds.x.shape[1:]) != champion.item_shape):
-        raise MRLError(f"{data_path}: {ds.kind} items of shape {list(ds.x.shape[1:])}, but {cfg.registry.model_name} "
+    text = text_queries(data_path)
+    kind = "text" if text is not None else ds.kind  # a text dataset's catalogue: its documents' base embeddings
+    if kind != champion.kind or (champion.item_shape and list(ds.x.shape[1:]) != champion.item_shape):
+        raise MRLError(f"{data_path}: {kind} items of shape {list(ds.x.shape[1:])}, but {cfg.registry.model_name} "
                        f"v{champion.version} embeds {champion.kind} of shape {champion.item_shape}")
     client = mi.connect(milvus_uri)  # before the slow work: an unreachable Milvus fails in seconds
     alias = rc.collection_prefix
@@ -164,18 +167,9 @@ def plan_promotion(cfg: Config, data_path: str | Path, tracking_uri: str | None,
         # Choose on the same footing as serving: the index type served, over the catalogue (or a large sample) without
         # the queries, so that no query finds itself (a free hit that would inflate recall).
         backend = resolve_backend(rc.serve_backend, milvus_uri, client)
-        test = np.flatnonzero(ds.split == "test")
-        query_rows = (test if len(test) else np.arange(len(ds)))[: rc.max_queries]
-        sample = np.arange(len(ds))
-        if len(ds) > rc.choose_sample:
-            rest = np.setdiff1d(sample, query_rows)
-            picked = np.random.default_rng(0).choice(rest, rc.choose_sample - len(query_rows), replace=False)
-            sample = np.sort(np.concatenate([query_rows, picked]))
-        embeddings = embed_with(champion.model_uri, ds.x[sample], cfg.evaluate.batch_size, tracking_uri=tracking_uri)
+        sample, embeddings, query_rows, queries, searched = embed_for_choice(cfg, champion, ds, text, tracking_uri)
         if keep is not None and len(sample) == len(ds):
             keep["all"] = embeddings
-        queries = embeddings[np.searchsorted(sample, query_rows)]
-        searched = embeddings[~np.isin(sample, query_rows)]
         # Milvus stores float vectors only: quantized shortlists are candidates where the memory backend serves.
         candidates = candidate_funnels(rc, champion.nesting_dims, None if backend == "memory" else ["float32"])
         log(f"choosing the funnel for the {backend} backend ({rc.index_type}) among {len(candidates)} candidates on "
@@ -193,12 +187,18 @@ def plan_promotion(cfg: Config, data_path: str | Path, tracking_uri: str | None,
         if name in client.list_collections():  # left by a killed promotion: never served, safe to rebuild
             client.drop_collection(name)
         plan = Plan(name, current, champion, chosen.row(), len(ds), query_rows[: rc.verify_queries].tolist())
-        save_drift_reference(cfg, name, champion, chosen.funnel, embeddings, ds.labels[sample], ds.classes,
-                             tracking_uri, log)
+        if text is None:
+            save_drift_reference(cfg, name, champion, chosen.funnel, embeddings, ds.labels[sample], ds.classes,
+                                 tracking_uri, log)
+        else:  # the service logs query embeddings: compare them with the dataset's queries, not with the documents
+            every_query = embed_with(champion.model_uri, text.query_x, cfg.evaluate.batch_size, "embedding queries",
+                                     tracking_uri)
+            save_drift_reference(cfg, name, champion, chosen.funnel, every_query, np.full(len(every_query), -1), [],
+                                 tracking_uri, log)
         info = mi.CollectionInfo(name, cfg.registry.model_name, champion.version, chosen.funnel,
                                  champion.nesting_dims, rc.k, current, file_sha256(data_path))
         mi.create_collection(client, info, embeddings.shape[1], rc.index_type, rc.hnsw_m, rc.hnsw_ef_construction,
-                             {"thumbnail": "text"} if stores_thumbnails(cfg, ds) else None)
+                             extra_fields(cfg, ds, text))
     except BaseException:
         if plan is None:
             mi.release_promotion_lock(client, alias, name)
@@ -226,6 +226,72 @@ def stores_thumbnails(cfg: Config, ds) -> bool:
     return cfg.retrieval.thumbnails and ds.kind == "images"
 
 
+MAX_TEXT_BYTES = 65_535  # Milvus VARCHAR limit
+
+
+def extra_fields(cfg: Config, ds: Dataset, text: TextDataset | None) -> dict[str, str] | None:
+    """The collection's fields beyond id, label and vectors: images' thumbnails, text documents' texts."""
+    if text is not None:
+        return {TEXT_FIELD: "text"}
+    return {"thumbnail": "text"} if stores_thumbnails(cfg, ds) else None
+
+
+def stored_texts(texts: np.ndarray) -> list[str]:
+    """Documents' texts as the collection stores them: cut to the VARCHAR limit on a character boundary."""
+    return [t.encode()[:MAX_TEXT_BYTES].decode("utf-8", "ignore") for t in texts.astype(str).tolist()]
+
+
+def text_queries(data_path: str | Path) -> TextDataset | None:
+    """A text dataset (whose held-out queries are its own, not catalogue rows); None for any other dataset."""
+    return load_text_dataset(data_path) if is_text_dataset(data_path) else None
+
+
+def held_out_query_rows(ds: Dataset, text: TextDataset | None, limit: int) -> np.ndarray:
+    """Rows of the queries the funnel is chosen and verified with: a text dataset's test-split queries (rows of its
+    queries; all of them if none is held out), else the catalogue's test split (else its first rows)."""
+    split = ds.split if text is None else text.query_split
+    test = np.flatnonzero(split == "test")
+    return (test if len(test) else np.arange(len(split)))[:limit]
+
+
+def embed_for_choice(cfg: Config, champion: Champion, ds: Dataset, text: TextDataset | None,
+                     tracking_uri: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(sample, its embeddings, query rows, query embeddings, searched embeddings): the catalogue rows the funnel is
+    chosen on (all, or retrieval.choose_sample of them) and the held-out queries. Catalogue queries are catalogue rows,
+    taken out of what is searched so that none finds itself; a text dataset's queries are not catalogue rows, so the
+    whole sample is searched."""
+    rc = cfg.retrieval
+    query_rows = held_out_query_rows(ds, text, rc.max_queries)
+    own = query_rows if text is None else np.empty(0, np.int64)  # catalogue rows that are queries
+    sample = np.arange(len(ds))
+    if len(ds) > rc.choose_sample:
+        picked = np.random.default_rng(0).choice(np.setdiff1d(sample, own), rc.choose_sample - len(own), replace=False)
+        sample = np.sort(np.concatenate([own, picked]))
+    embeddings = embed_with(champion.model_uri, ds.x[sample], cfg.evaluate.batch_size, tracking_uri=tracking_uri)
+    if text is None:
+        return (sample, embeddings, query_rows, embeddings[np.searchsorted(sample, query_rows)],
+                embeddings[~np.isin(sample, query_rows)])
+    queries = embed_with(champion.model_uri, text.query_x[query_rows], cfg.evaluate.batch_size, "embedding queries",
+                         tracking_uri)
+    return sample, embeddings, query_rows, queries, embeddings
+
+
+def verification_queries(cfg: Config, plan: Plan, data_path: str | Path, ds: Dataset, catalogue: np.ndarray | None,
+                         tracking_uri: str | None) -> tuple[list[str], np.ndarray]:
+    """(own ids, embeddings) of the plan's verification queries. A catalogue row's own id is dropped from its hits (a
+    free hit); a text query is no catalogue item and drops nothing (own id "")."""
+    text = text_queries(data_path)
+    if text is not None:
+        return [""] * len(plan.verify_rows), embed_with(plan.champion.model_uri, text.query_x[plan.verify_rows],
+                                                        cfg.evaluate.batch_size, "queries", tracking_uri)
+    if catalogue is None:
+        queries = embed_with(plan.champion.model_uri, ds.x[plan.verify_rows], cfg.evaluate.batch_size, "queries",
+                             tracking_uri)
+    else:
+        queries = np.asarray(catalogue[plan.verify_rows])
+    return [str(i) for i in ds.ids[plan.verify_rows]], queries
+
+
 def shard_rows(n: int, shard: int, shards: int) -> np.ndarray:
     return np.array_split(np.arange(n), shards)[shard]
 
@@ -241,10 +307,9 @@ def insert_shard(cfg: Config, plan: Plan, data_path: str | Path, tracking_uri: s
     if catalogue is None:
         embeddings = embed_with(plan.champion.model_uri, ds.x[rows], cfg.evaluate.batch_size,
                                 f"embedding shard {shard + 1}/{shards}", tracking_uri)
-        queries = embed_with(plan.champion.model_uri, ds.x[plan.verify_rows], cfg.evaluate.batch_size, "queries",
-                             tracking_uri)
     else:
-        embeddings, queries = np.asarray(catalogue[rows]), np.asarray(catalogue[plan.verify_rows])
+        embeddings = np.asarray(catalogue[rows])
+    _, queries = verification_queries(cfg, plan, data_path, ds, catalogue, tracking_uri)
     labels = [str(ds.classes[i]) if i >= 0 else "" for i in ds.labels[rows]]
     client = mi.connect(milvus_uri)
     bar = progress(None, f"inserting into {plan.collection}", "row", total=len(rows))
@@ -253,6 +318,8 @@ def insert_shard(cfg: Config, plan: Plan, data_path: str | Path, tracking_uri: s
         bar = progress(None, "thumbnails", "image", total=len(rows))
         extra = {"thumbnail": item_thumbnails(ds.x[rows], bar.update)}
         bar.close()
+    elif is_text_dataset(data_path):
+        extra = {TEXT_FIELD: stored_texts(load_text_dataset(data_path).doc_texts[rows])}
     mi.insert_rows(client, plan.collection, ds.ids[rows], labels, embeddings, plan.funnel.funnel.d0, rc.insert_batch,
                    bar.update, extra)
     bar.close()
@@ -268,12 +335,7 @@ def finish_promotion(cfg: Config, plan: Plan, data_path: str | Path, tracking_ur
     rc = cfg.retrieval
     client = mi.connect(milvus_uri)
     ds = load_dataset(data_path)
-    if catalogue is None:
-        queries = embed_with(plan.champion.model_uri, ds.x[plan.verify_rows], cfg.evaluate.batch_size, "queries",
-                             tracking_uri)
-    else:
-        queries = np.asarray(catalogue[plan.verify_rows])
-    query_ids = [str(i) for i in ds.ids[plan.verify_rows]]
+    query_ids, queries = verification_queries(cfg, plan, data_path, ds, catalogue, tracking_uri)
     ids = np.concatenate([np.asarray(p["ids"], dtype=object) for p in partials], axis=1)
     scores = np.concatenate([np.asarray(p["scores"]) for p in partials], axis=1)
     ranked = np.take_along_axis(ids, np.argsort(-scores, axis=1, kind="stable"), axis=1)
@@ -309,6 +371,7 @@ def save_drift_reference(cfg: Config, collection: str, champion: Champion, funne
     to the model version's run (drift/<collection>.npz), where checks on other machines fetch it."""
     if len(embeddings) < 4 * cfg.drift.min_window:
         log(f"catalogue of {len(embeddings)} rows: too small for a drift reference (mrl drift will need --reference)")
+        drift.reference_path(cfg, collection).parent.mkdir(parents=True, exist_ok=True)  # a stage output under DVC
         return None
     prefixes = list(cfg.drift.prefixes) or sorted({funnel.d0, *funnel.rerank_dims})
     meta = {"collection": collection, "model_name": cfg.registry.model_name, "model_version": champion.version,

@@ -1,11 +1,11 @@
 """The search service: funnel search over the promoted Milvus index, behind FastAPI.
 
-POST /search (by vector, item id or image; with `"index": "videos"` also by clip or segment id, over the video
-segments index: moments with video id, span, best frame time and a thumbnail URL; with `funnel`/`exact` the
-explorer: any shortlist d0@k0 and exact search side by side), GET /items/{id}/thumbnail and
-/thumbnails/{segment_id} (PNGs stored at promotion), the search page at /, /docs and /redoc (served offline),
-/healthz, /readyz, /metrics (Prometheus), and POST /admin/reload (bearer token from $MRL_ADMIN_TOKEN; disabled when
-unset). Query embeddings go to a rolling window of .npy files for drift monitoring.
+POST /search (by vector, item id or image, or by text where the served model is a text adapter; with `"index":
+"videos"` also by clip or segment id, over the video segments index: moments with video id, span, best frame time
+and a thumbnail URL; with `funnel`/`exact` the explorer: any shortlist d0@k0 and exact search side by side),
+GET /items/{id}/thumbnail and /thumbnails/{segment_id} (PNGs stored at promotion), the search page at /, /docs and
+/redoc (served offline), /healthz, /readyz, /metrics (Prometheus), and POST /admin/reload (bearer token from
+$MRL_ADMIN_TOKEN; disabled when unset). Query embeddings go to a rolling window of .npy files for drift monitoring.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ ADMIN_TOKEN_ENV = "MRL_ADMIN_TOKEN"
 MAX_K = 100
 MAX_K0 = 10_000
 PAGE = Path(__file__).parent / "web" / "index.html"  # the search page at /
+QUERY_KINDS = ("vector", "id", "image", "clip", "text")  # what a search request can search with (exactly one)
 
 
 class FunnelOverride(BaseModel):
@@ -52,6 +53,8 @@ class SearchRequest(BaseModel):
     vector: list[float] | None = Field(None, description="a full-dim query embedding")
     id: str | None = Field(None, description="search with this indexed item's (or video segment's) embedding")
     image: str | None = Field(None, description="base64-encoded image, embedded with the served model")
+    text: str | None = Field(None, description="query text (a text adapter's index): embedded by the adapter's base "
+                                               "sentence encoder, then the adapter")
     clip: str | None = Field(None, description="base64-encoded short video (index: videos), its frames embedded and "
                                                "pooled like a segment")
     index: Literal["items", "videos"] = Field("items", description="items, or videos: moments in the video index")
@@ -65,11 +68,13 @@ class SearchRequest(BaseModel):
 
     @model_validator(mode="after")
     def _exactly_one_query(self) -> SearchRequest:
-        given = [name for name in ("vector", "id", "image", "clip") if getattr(self, name) is not None]
+        given = [name for name in QUERY_KINDS if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of vector, id, image, clip (got {given or 'none'})")
+            raise ValueError(f"give exactly one of {', '.join(QUERY_KINDS)} (got {given or 'none'})")
         if self.clip is not None and self.index != "videos":
             raise ValueError('clip: searches the videos; set "index": "videos"')
+        if self.text is not None and self.index != "items":
+            raise ValueError("text: searches the items index (a text adapter's documents)")
         if (self.funnel is not None or self.exact) and self.index != "items":
             raise ValueError("funnel, exact: the explorer searches the items index only")
         return self
@@ -127,6 +132,9 @@ class Served:
     item_shape: list[int]
     videos: object | None = None  # VideoIndex (mrl.video.search); None: no video alias
     thumbnails: object | None = None  # mrl.retrieval.milvus_index.Thumbnails of the items collection
+    kind: str = ""  # what the served model embeds: images, vectors, text ("" without a model)
+    text_encoder: object | None = None  # text adapters: mrl.text.search.TextQueryEncoder (query text -> embedding)
+    texts: object | None = None  # mrl.text.search.DocumentTexts of the items collection (text collections)
 
     @property
     def model_version(self) -> str:
@@ -146,14 +154,23 @@ def _load(cfg: Config, milvus_uri: str | None, tracking_uri: str | None, load_mo
         videos = open_video_index(cfg, milvus_uri, client, log)
     items_served = mi.alias_target(client, cfg.retrieval.collection_prefix) is not None
     index = open_served_index(cfg.retrieval, milvus_uri, client, log) if items_served or videos is None else None
-    encoder, shape = None, []
+    encoder, shape, kind, text_encoder = None, [], "", None
     if load_model:
         from mrl.champion import load_registered_model, resolve_champion
 
         champion = resolve_champion(cfg, tracking_uri, (index or videos).info.model_version)
-        encoder, shape = load_registered_model(champion.model_uri), champion.item_shape
+        encoder, shape, kind = load_registered_model(champion.model_uri), champion.item_shape, champion.kind
+        if kind == "text":  # the base sentence encoder is loaded once per process (mrl.text.encoder.load_encoder)
+            from mrl.text.search import served_text_encoder
+
+            text_encoder = served_text_encoder(cfg, tracking_uri, champion.run_id, encoder)
     thumbnails = mi.Thumbnails(client, index.name) if index is not None else None
-    return Served(index, encoder, shape, videos, thumbnails)
+    texts = None
+    if index is not None:
+        from mrl.text.search import DocumentTexts
+
+        texts = DocumentTexts(client, index.name)
+    return Served(index, encoder, shape, videos, thumbnails, kind, text_encoder, texts)
 
 
 def decode_image(data: str, item_shape: list[int]) -> np.ndarray:
@@ -296,7 +313,8 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
             raise HTTPException(503, f"Milvus not reachable: {type(e).__name__}") from None
         ready = {"status": "ready"} | (describe(s.index) if s.index else {})
         if s.index is not None:
-            ready |= {"thumbnails": s.thumbnails.stored, "explorer": explorer_ready(s.index)}
+            ready |= {"thumbnails": s.thumbnails.stored, "explorer": explorer_ready(s.index),
+                      "text_search": s.text_encoder is not None}
         if s.videos is not None:
             ready["videos"] = describe(s.videos)
         return ready
@@ -320,7 +338,7 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
     async def answer(req: SearchRequest) -> JSONResponse:
         s = state["served"] or await run_in_threadpool(served)
         index = s.videos if req.index == "videos" else s.index
-        light = req.image is None and req.clip is None and req.funnel is None and not req.exact
+        light = req.image is None and req.clip is None and req.text is None and req.funnel is None and not req.exact
         if getattr(getattr(index, "funnel", index), "in_process", False) and light:
             # The memory backend answers in about a millisecond of CPU: run it here, in arrival order. Handing
             # it to the thread pool costs as much again, and 40 threads contending for the GIL (and FAISS's
@@ -352,6 +370,16 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
                 raise HTTPException(404, f"id: unknown {what} id {req.id!r}") from None
         if s.encoder is None:
             raise ValueError(f"{kind}: this service was started without a model ({kind} search is off)")
+        if kind == "text" and s.kind != "text":
+            raise ValueError(f"text: the served model (v{index.info.model_version}) embeds {s.kind}, not text; search "
+                             "it with an image, a vector or an id")
+        if kind == "image" and s.kind == "text":
+            raise ValueError(f"image: the served model (v{index.info.model_version}) is a text adapter; search it with "
+                             "text, a vector or an id")
+        if kind == "text":
+            from mrl.text.search import check_query_text
+
+            return s.text_encoder([check_query_text(req.text)])[0]
         if kind == "image":
             return embed(s, decode_image(req.image, s.item_shape)[None])[0]
         return clip_vector(s, req.clip)
@@ -372,7 +400,7 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
                 raise ValueError(f"clip: {str(e).removeprefix(f.name + ': ')}") from None
 
     def run_search(s: Served, req: SearchRequest) -> dict:
-        kind = next(name for name in ("vector", "id", "image", "clip") if getattr(req, name) is not None)
+        kind = next(name for name in QUERY_KINDS if getattr(req, name) is not None)
         started = time.perf_counter()
         index = s.videos if req.index == "videos" else s.index
         if index is None:
@@ -394,9 +422,15 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
             else:
                 rows, timings = index.search(query[None, :], req.k)
                 hits = rows[0]
+            if req.index == "items" and s.texts is not None and s.texts.stored:
+                started_texts = time.perf_counter()
+                s.texts.add_to(hits)
+                timings = timings | {"texts": 1000 * (time.perf_counter() - started_texts)}
             if req.exact:
                 check_explorer(index, req)
                 truth, exact_ms = index.exact(query, req.k)
+                if s.texts is not None:
+                    s.texts.add_to(truth)
                 found = {h["id"] for h in hits}
                 extra = {"exact": {"results": truth, "ms": exact_ms,
                                    "recall": sum(h["id"] in found for h in truth) / max(1, len(truth))}}

@@ -22,6 +22,9 @@ from mrl.errors import MRLError
 
 DEFAULT_DB = "mlflow.db"
 MODEL_URI_TAG = "mrl.model_uri"  # run tag: where the logged model lives (registered from there)
+# Text adapters (mrl.kind "text") map base sentence embeddings to theirs: these run tags name the base encoder (its
+# directory when trained, and the hash of its files) that query text must be embedded with first.
+TEXT_MODEL_TAG, TEXT_MODEL_KEY_TAG = "mrl.text_model", "mrl.text_model_key"
 # Per-dim metrics are also logged as "per_dim/<metric>" with step = the nesting dim, so MLflow draws each
 # metric as a curve over prefix size (its charts group keys by the prefix before "/", apart from the
 # per-epoch training curves).
@@ -212,6 +215,9 @@ def log_training_run(model_path: str | Path, metrics_path: str | Path, plot_path
         mlflow.set_tags({"mrl.objective": cfg.loss.objective, "mrl.nesting_dims": json.dumps(model.nesting_dims),
                          "mrl.kind": model.meta["kind"], "mrl.item_shape": json.dumps(model.meta["item_shape"]),
                          **lineage})
+        if model.meta["kind"] == "text":
+            mlflow.set_tags({TEXT_MODEL_TAG: model.meta["text_model"], TEXT_MODEL_KEY_TAG: model.meta["text_model_key"],
+                             "mrl.objective": "pair_infonce"})  # loss.objective is the image models' setting
         log_dataset_input(str(model.meta.get("data", "")), lineage.get("mrl.data_sha256"))
         for record in model.meta["history"]:
             mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))

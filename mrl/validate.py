@@ -1,5 +1,5 @@
-"""Validation stage: Great Expectations suites over the dataset artifact, embedding tables and the video frames and
-segments artifacts.
+"""Validation stage: Great Expectations suites over the dataset artifact, text datasets, embedding tables and the video
+frames and segments artifacts.
 
 Fails closed: any failed expectation raises a one-line MRLError naming the failed expectations, after the
 full GX result has been written as JSON. Each suite runs on small derived frames (one row per item, per
@@ -119,7 +119,12 @@ def dataset_expectations(cfg: ValidationConfig, kind: str, n_classes: int, label
 
 
 def validate_dataset(data_path: str | Path, cfg: ValidationConfig, out_path: str | Path | None = None) -> ValidationReport:
-    """Run the dataset suite on an artifact from `mrl ingest`; raise MRLError if any expectation fails."""
+    """Run the dataset suite on an artifact from `mrl ingest` (the text suite on a text dataset); raise MRLError if any
+    expectation fails."""
+    from mrl.text.artifact import is_text_dataset
+
+    if is_text_dataset(data_path):
+        return validate_text_dataset(data_path, cfg, out_path)
     ds = load_dataset(data_path, check=False)
     classes = [str(c) for c in ds.classes]
     if cfg.expected_classes is not None and classes != list(cfg.expected_classes):
@@ -145,6 +150,66 @@ def validate_dataset(data_path: str | Path, cfg: ValidationConfig, out_path: str
     results, failures, evaluated = _run_suites(
         "dataset", {name: (frames[name], expectations[name]) for name in expectations})
     return _finish("dataset", str(data_path), results, failures, evaluated, out_path)
+
+
+def text_expectations(cfg: ValidationConfig, n_classes: int) -> dict[str, list]:
+    """Documents and queries: unique, non-null ids, non-empty texts, finite base embeddings within the norm bounds
+    (queries also a train/test split and at least one pair each). Pairs: both ends resolve (a query and a document of
+    the dataset). Counts: at least validation.min_train_items pairs of train queries (what the adapter trains on) and
+    validation.min_test_items held-out queries (what evaluation and index promotion measure with)."""
+    _, gxe = _gx()
+
+    def texts() -> list:
+        return [gxe.ExpectColumnValuesToNotBeNull(column="id"), gxe.ExpectColumnValuesToBeUnique(column="id"),
+                gxe.ExpectColumnValuesToBeBetween(column="text_chars", min_value=1),  # non-blank characters
+                gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
+                gxe.ExpectColumnValuesToBeBetween(column="norm", min_value=cfg.vector_min_norm,
+                                                  max_value=cfg.vector_max_norm)]
+
+    return {
+        "documents": [*texts(), gxe.ExpectColumnValuesToBeInSet(column="label", value_set=[-1, *range(n_classes)])],
+        "queries": [*texts(), gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "test"]),
+                    gxe.ExpectColumnValuesToBeBetween(column="pairs", min_value=1)],
+        "pairs": [gxe.ExpectColumnValuesToBeInSet(column="query_found", value_set=[True]),
+                  gxe.ExpectColumnValuesToBeInSet(column="document_found", value_set=[True])],
+        "counts": [gxe.ExpectColumnValuesToBeBetween(column="train_pairs", min_value=cfg.min_train_items),
+                   gxe.ExpectColumnValuesToBeBetween(column="test_queries", min_value=cfg.min_test_items)],
+    }
+
+
+def validate_text_dataset(data_path: str | Path, cfg: ValidationConfig,
+                          out_path: str | Path | None = None) -> ValidationReport:
+    """Run the text suite on a text dataset from `mrl ingest --source text`."""
+    from mrl.text.artifact import load_text_dataset
+
+    td = load_text_dataset(data_path, check=False)
+    docs, n_docs, n_queries = td.documents, len(td.documents.ids), len(td.query_ids)
+    lengths = {"document vectors": len(docs.x), "document texts": len(td.doc_texts), "document labels": len(docs.labels),
+               "query vectors": len(td.query_x), "query texts": len(td.query_texts), "query splits": len(td.query_split)}
+    expected = {name: n_docs if name.startswith("document") else n_queries for name in lengths}
+    if lengths != expected or len(td.pair_query) != len(td.pair_doc):
+        raise MRLError(f"{data_path}: {n_docs} document ids and {n_queries} query ids, but arrays of lengths {lengths} "
+                       f"and {len(td.pair_query)} / {len(td.pair_doc)} pair ends")
+
+    def text_rows(ids: np.ndarray, texts: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
+        return {"id": ids.astype(str), "text_chars": np.array([len(t.strip()) for t in texts.astype(str).tolist()],
+                                                              dtype=np.int64)} | _vector_rows(x)
+
+    query_found = (td.pair_query >= 0) & (td.pair_query < n_queries)
+    document_found = (td.pair_doc >= 0) & (td.pair_doc < n_docs)
+    pairs_per_query = np.bincount(td.pair_query[query_found], minlength=n_queries)
+    split = td.query_split.astype(str)
+    frames = {
+        "documents": pd.DataFrame(text_rows(docs.ids, td.doc_texts, docs.x) | {"label": docs.labels.astype(np.int64)}),
+        "queries": pd.DataFrame(text_rows(td.query_ids, td.query_texts, td.query_x)
+                                | {"split": split, "pairs": pairs_per_query}),
+        "pairs": pd.DataFrame({"query_found": query_found, "document_found": document_found}),
+        "counts": pd.DataFrame([{"train_pairs": int((split[td.pair_query[query_found]] == "train").sum()),
+                                 "test_queries": int((split == "test").sum())}]),
+    }
+    expectations = text_expectations(cfg, len(docs.classes))
+    results, failures, evaluated = _run_suites("text", {name: (frames[name], expectations[name]) for name in frames})
+    return _finish("text", str(data_path), results, failures, evaluated, out_path)
 
 
 def validate_embeddings_table(table_path: str | Path, cfg: ValidationConfig, embedding_dim: int,

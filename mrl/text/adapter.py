@@ -73,6 +73,15 @@ class LoadedAdapter:
         return list(self.config.model.nesting_dims)
 
 
+def build_adapter_and_loss(cfg: Config, meta: dict[str, Any]) -> tuple[TextAdapter, nn.Module]:
+    """An untrained adapter and its MatryoshkaLoss as a checkpoint's saved config and meta describe them (what
+    `mrl.checkpoint.load_model` loads a text checkpoint's state into)."""
+    from mrl.losses import MatryoshkaLoss, PairInfoNCE
+
+    loss = MatryoshkaLoss(PairInfoNCE(cfg.text.temperature), list(cfg.model.nesting_dims), cfg.text.dim_weights)
+    return TextAdapter(meta["item_shape"][0], meta["hidden_dim"]), loss
+
+
 def load_adapter(path: str | Path) -> LoadedAdapter:
     payload = read_checkpoint(path)
     meta = payload["meta"]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -17,6 +18,8 @@ from mrl.text.adapter import load_adapter
 from mrl.text.artifact import TextDataset, save_text_dataset
 from mrl.text.evaluate import evaluate_text
 from mrl.text.train import train_text_adapter
+
+pytestmark = pytest.mark.slow  # trains adapters; the CLI test embeds with the real MiniLM
 
 
 def synthetic_pairs(path: Path, n: int = 400, dim: int = 32, signal: int = 4, seed: int = 0) -> Path:
