@@ -11,17 +11,19 @@ from components.image import MRL_IMAGE
 
 @dsl.component(base_image=MRL_IMAGE, install_kfp_package=False)
 def plan_promotion_op(params_yaml: str, tracking_uri: str, milvus_uri: str, version: str, dataset: Input[Dataset],
-                      embeddings: Output[Artifact]) -> str:
+                      evaluated: Input[Artifact], embeddings: Output[Artifact]) -> str:
     """Check the champion and data, choose the funnel, save the drift reference, create the empty collection.
     Returns the plan (JSON). Empty URIs: the pod's $MLFLOW_TRACKING_URI / $MILVUS_URI. `embeddings`: the whole
     catalogue's embeddings (.npy) when the funnel was chosen on all of it, so the insert steps do not embed it again;
-    else no rows (a catalogue above retrieval.choose_sample: each shard embeds its own rows)."""
+    else no rows (a catalogue above retrieval.choose_sample: each shard embeds its own rows). `evaluated`: the evaluate
+    step's embeddings of the whole catalogue, made by the checkpoint that `version` registered: not embedded again."""
     from mrl.config import parse_params
-    from mrl.promote import plan_promotion, save_catalogue
+    from mrl.promote import load_catalogue, plan_promotion, save_catalogue
 
     cfg = parse_params(params_yaml, "params_yaml")
     keep: dict = {}
-    plan = plan_promotion(cfg, dataset.path, tracking_uri or None, milvus_uri or None, version, keep=keep)
+    plan = plan_promotion(cfg, dataset.path, tracking_uri or None, milvus_uri or None, version, keep=keep,
+                          catalogue=load_catalogue(evaluated.path))
     embeddings.metadata["rows"] = save_catalogue(embeddings.path, keep.get("all"))
     return plan.to_json()
 

@@ -294,7 +294,7 @@ def build_reference(embeddings: np.ndarray, labels: np.ndarray, class_names: lis
     take = np.random.default_rng(cfg.seed).permutation(n)[: compare + pool]
     emb, lab = embeddings[take].astype(np.float32), labels[take].astype(np.int64)
     ref = Reference(emb, compare, lab, list(class_names), class_centroids(emb, lab, len(class_names)), list(prefixes),
-                    cfg.method, cfg.pca_components, window, {}, dict(meta))
+                    cfg.method, min(cfg.pca_components, compare), window, {}, dict(meta))  # PCA needs the rows
     ref.thresholds = calibrate(ref, ref.window_size, cfg.calibration_draws, cfg.false_alarm_rate, cfg.class_share,
                                cfg.seed, log)
     ref.meta.update(created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), false_alarm_rate=cfg.false_alarm_rate,
@@ -355,6 +355,10 @@ def read_window(path: str | Path, split: str | None = None,
 
         ds = read_embeddings_table(path, IngestConfig(source="embeddings"))
     else:  # a dataset artifact: .npz, or no suffix as pipeline artifacts have
+        from mrl.text.artifact import is_text_dataset, load_text_dataset
+
+        if is_text_dataset(path):  # the window is the dataset's queries (what the service logs), not its documents
+            return _text_queries(load_text_dataset(path), path, split, embed), None
         ds = load_dataset(path)
     if split is not None:
         if split not in set(ds.split.tolist()):
@@ -369,6 +373,16 @@ def read_window(path: str | Path, split: str | None = None,
     # Class names, not indices: the window's class list need not be the reference's.
     labels = np.asarray(ds.classes)[ds.labels].astype(str) if (ds.labels >= 0).all() else None
     return x, labels
+
+
+def _text_queries(td, path: Path, split: str | None, embed: Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:
+    """A text dataset's queries (of `split`) through the adapter: the base embeddings are the adapter's inputs."""
+    rows = np.arange(len(td.query_x)) if split is None else np.flatnonzero(td.query_split == split)
+    if not len(rows):
+        raise MRLError(f"{path}: no queries in split {split!r}")
+    if embed is None:
+        raise MRLError(f"{path}: text queries need the adapter to embed them")
+    return embed(td.query_x[rows])
 
 
 def _read_npy(path: Path) -> np.ndarray:

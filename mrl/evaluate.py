@@ -26,6 +26,7 @@ class EvalResult:
     per_dim: dict[int, dict[str, float]]
     json_path: Path | None
     plot_path: Path | None
+    embeddings: np.ndarray | None = None  # every item's full embedding, in dataset order (the KFP path reuses them)
 
 
 def embed_items(encoder: nn.Module, x: np.ndarray, batch_size: int, desc: str = "embedding") -> np.ndarray:
@@ -116,7 +117,9 @@ def evaluate(model_path: str | Path, data_path: str | Path, cfg: EvaluateConfig,
     if out_plot:
         plot_path = Path(out_plot)
         plot_per_dim(per_dim, plot_path, f"{Path(model_path).name} ({model.config.loss.objective})")
-    return EvalResult(per_dim, json_path, plot_path)
+    every = np.empty((len(ds), train_emb.shape[1]), dtype=np.float32)
+    every[ds.split == "train"], every[ds.split == "test"] = train_emb, test_emb
+    return EvalResult(per_dim, json_path, plot_path, every if len(train_emb) + len(test_emb) == len(ds) else None)
 
 
 def embed(model_path: str | Path, data_path: str | Path, out_path: str | Path, batch_size: int = 1024) -> Path:

@@ -138,11 +138,13 @@ def promote_index(cfg: Config, data_path: str | Path, tracking_uri: str | None =
 
 def plan_promotion(cfg: Config, data_path: str | Path, tracking_uri: str | None, milvus_uri: str | None,
                    version: str | None, log: Callable[[str], None] = print,
-                   keep: dict[str, np.ndarray] | None = None) -> Plan:
+                   keep: dict[str, np.ndarray] | None = None, catalogue: np.ndarray | None = None) -> Plan:
     """Check everything, choose the funnel, save the drift reference and create the empty collection.
 
     The funnel is chosen on up to retrieval.choose_sample catalogue rows (all of them, below that), queried with
-    held-out items. `keep`, if given, receives the catalogue's embeddings when they were all computed here."""
+    held-out items. `keep`, if given, receives the catalogue's embeddings when they were all computed here.
+    `catalogue`: the whole catalogue already embedded by this version (the KFP pipeline's evaluate step embedded it
+    with the checkpoint that register just made champion), so it is not embedded again."""
     rc = cfg.retrieval
     champion = resolve_champion(cfg, tracking_uri, version)
     unknown = [d for d in cfg.drift.prefixes if d not in champion.nesting_dims]
@@ -167,7 +169,8 @@ def plan_promotion(cfg: Config, data_path: str | Path, tracking_uri: str | None,
         # Choose on the same footing as serving: the index type served, over the catalogue (or a large sample) without
         # the queries, so that no query finds itself (a free hit that would inflate recall).
         backend = resolve_backend(rc.serve_backend, milvus_uri, client)
-        sample, embeddings, query_rows, queries, searched = embed_for_choice(cfg, champion, ds, text, tracking_uri)
+        sample, embeddings, query_rows, queries, searched = embed_for_choice(cfg, champion, ds, text, tracking_uri,
+                                                                            catalogue)
         if keep is not None and len(sample) == len(ds):
             keep["all"] = embeddings
         # Milvus stores float vectors only: quantized shortlists are candidates where the memory backend serves.
@@ -255,7 +258,8 @@ def held_out_query_rows(ds: Dataset, text: TextDataset | None, limit: int) -> np
 
 
 def embed_for_choice(cfg: Config, champion: Champion, ds: Dataset, text: TextDataset | None,
-                     tracking_uri: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                     tracking_uri: str | None, catalogue: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(sample, its embeddings, query rows, query embeddings, searched embeddings): the catalogue rows the funnel is
     chosen on (all, or retrieval.choose_sample of them) and the held-out queries. Catalogue queries are catalogue rows,
     taken out of what is searched so that none finds itself; a text dataset's queries are not catalogue rows, so the
@@ -267,7 +271,10 @@ def embed_for_choice(cfg: Config, champion: Champion, ds: Dataset, text: TextDat
     if len(ds) > rc.choose_sample:
         picked = np.random.default_rng(0).choice(np.setdiff1d(sample, own), rc.choose_sample - len(own), replace=False)
         sample = np.sort(np.concatenate([own, picked]))
-    embeddings = embed_with(champion.model_uri, ds.x[sample], cfg.evaluate.batch_size, tracking_uri=tracking_uri)
+    if catalogue is not None and len(catalogue) == len(ds):
+        embeddings = np.asarray(catalogue[sample], dtype=np.float32)
+    else:
+        embeddings = embed_with(champion.model_uri, ds.x[sample], cfg.evaluate.batch_size, tracking_uri=tracking_uri)
     if text is None:
         return (sample, embeddings, query_rows, embeddings[np.searchsorted(sample, query_rows)],
                 embeddings[~np.isin(sample, query_rows)])

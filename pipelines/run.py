@@ -214,7 +214,7 @@ def print_training_summary(cfg, tracking_uri: str, milvus_uri: str, pipeline_roo
     echo("\nregistry:")
     for alias, v in aliases(cfg.registry.model_name, tracking_uri).items():
         echo(f"  {cfg.registry.model_name}@{alias}: {'v' + v if v else '(none)'}")
-    index = open_served_index(cfg.retrieval, milvus_uri)
+    index = open_served_index(cfg.retrieval, milvus_uri, one_shot=True)  # one search: load nothing in memory
     first_id = index.sample_id()
     hits, timings = index.search(index.vector_of(first_id)[None, :], 5)
     echo(f"\nindex: alias {cfg.retrieval.collection_prefix} -> {index.name}, funnel {index.info.funnel.name()}")

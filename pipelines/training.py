@@ -42,7 +42,8 @@ def build(cluster: ClusterConfig = DEFAULT_CLUSTER):
                                           plot=evaluate.outputs["plot"]), cluster)
         # Promotion: plan, then embed and insert retrieval.shards shards in parallel, then verify and swap.
         plan = on_cluster(plan_promotion_op(params_yaml=params_yaml, tracking_uri=tracking_uri, milvus_uri=milvus_uri,
-                                            version=register.outputs["Output"], dataset=ingest.outputs["dataset"]),
+                                            version=register.outputs["Output"], dataset=ingest.outputs["dataset"],
+                                            evaluated=evaluate.outputs["embeddings"]),
                           cluster)
         # The plan's catalogue embeddings travel to the insert and finish steps: the catalogue is embedded once.
         shards = on_cluster(shard_list_op(params_yaml=params_yaml, plan=plan.outputs["Output"]), cluster)

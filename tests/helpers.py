@@ -168,3 +168,37 @@ class TinyModels:
             model, metrics = self.model(seed)
             register_model(log_training_run(model, metrics, None, uri), cfg.registry.model_name, uri)
         return {"data": self.data, "raw": self.raw, "uri": uri, "cfg": cfg, "tmp": tmp}
+
+
+TEXT_WORDS = {  # a tiny text corpus: document -> (train query, test query)
+    "cat": ("a small domesticated feline", "a pet that purrs and catches mice"),
+    "dog": ("a loyal pet that barks", "an animal people walk on a leash"),
+    "apple": ("a red or green fruit", "a round fruit that grows on trees"),
+    "car": ("a vehicle with four wheels", "what you drive on a motorway"),
+    "piano": ("a large keyboard instrument", "a musical instrument with hammers and strings"),
+    "river": ("a stream of water flowing to the sea", "a large natural flow of water"),
+    "winter": ("the coldest season of the year", "the season of snow"),
+    "bread": ("a food baked from flour", "a loaf from the bakery"),
+    "ship": ("a large boat that crosses oceans", "a vessel for carrying cargo by sea"),
+    "book": ("pages bound together to read", "a novel printed on paper"),
+    "mountain": ("a very high hill", "a peak climbers try to reach"),
+    "doctor": ("a person who treats the sick", "a physician at a hospital"),
+}
+TEXT_PARAMS = [  # small runs over it
+    "text.nesting_dims=[8, 64, 384]", "text.epochs=2", "text.batch_size=8", "text.hidden_dim=32", "text.eval_k=3",
+    "train.num_threads=1", "registry.model_name=text-mrl", "registry.min_first=0.3",
+    "validation.min_train_items=5", "validation.min_test_items=5",
+    "retrieval.k=3", "retrieval.candidate_d0=[8, 64]", "retrieval.candidate_k0=[6, 10]", "retrieval.cascades=[[384]]",
+    "retrieval.candidate_binary_d0=[64]", "retrieval.target_recall=0.9", "retrieval.index_type=FLAT",
+]
+
+
+def write_text_table(path: Path) -> Path:
+    """TEXT_WORDS as a JSONL text table: each word a document, two queries naming it (one train, one test)."""
+    import json
+
+    rows = [{"id": word, "text": word} for word in TEXT_WORDS]
+    rows += [{"id": f"q-{word}-{split}", "text": query, "positive": word, "split": split}
+             for word, queries in TEXT_WORDS.items() for query, split in zip(queries, ("train", "test"))]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from helpers import TEXT_PARAMS, TEXT_WORDS, write_text_table
 from typer.testing import CliRunner
 
 from mrl.cli import app
@@ -22,29 +23,7 @@ from mrl.retrieval import milvus_index as mi
 pytestmark = pytest.mark.slow  # MiniLM, MLflow model logging, Milvus Lite
 
 NAME = "text-mrl"
-WORDS = {  # document -> (train query, test query)
-    "cat": ("a small domesticated feline", "a pet that purrs and catches mice"),
-    "dog": ("a loyal pet that barks", "an animal people walk on a leash"),
-    "apple": ("a red or green fruit", "a round fruit that grows on trees"),
-    "car": ("a vehicle with four wheels", "what you drive on a motorway"),
-    "piano": ("a large keyboard instrument", "a musical instrument with hammers and strings"),
-    "river": ("a stream of water flowing to the sea", "a large natural flow of water"),
-    "winter": ("the coldest season of the year", "the season of snow"),
-    "bread": ("a food baked from flour", "a loaf from the bakery"),
-    "ship": ("a large boat that crosses oceans", "a vessel for carrying cargo by sea"),
-    "book": ("pages bound together to read", "a novel printed on paper"),
-    "mountain": ("a very high hill", "a peak climbers try to reach"),
-    "doctor": ("a person who treats the sick", "a physician at a hospital"),
-}
-PARAMS = [
-    "text.nesting_dims=[8, 64, 384]", "text.epochs=2", "text.batch_size=8", "text.hidden_dim=32", "text.eval_k=3",
-    "train.num_threads=1", f"registry.model_name={NAME}", "registry.min_first=0.3",
-    "validation.min_train_items=5", "validation.min_test_items=5",
-    "retrieval.k=3", "retrieval.candidate_d0=[8, 64]", "retrieval.candidate_k0=[6, 10]", "retrieval.cascades=[[384]]",
-    "retrieval.candidate_binary_d0=[64]", "retrieval.target_recall=0.9", "retrieval.index_type=FLAT",
-]
-
-
+WORDS, PARAMS = TEXT_WORDS, TEXT_PARAMS
 def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -66,10 +45,7 @@ def one_line_error(result, *fragments: str) -> str:
 def text_index(tmp_path_factory):
     """The whole text path through the CLI, once: each command's printed lines, and where everything is."""
     tmp = tmp_path_factory.mktemp("text-serving")
-    rows = [{"id": word, "text": word} for word in WORDS]
-    rows += [{"id": f"q-{word}-{split}", "text": query, "positive": word, "split": split}
-             for word, queries in WORDS.items() for query, split in zip(queries, ("train", "test"))]
-    (tmp / "table.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_text_table(tmp / "table.jsonl")
     uri, milvus = f"sqlite:///{tmp / 'mlflow.db'}", str(tmp / "milvus.db")
     sets = [a for p in [*PARAMS, f"text.cache_dir={tmp / 'cache'}"] for a in ("--set", p)]
     store = ["--tracking-uri", uri]
