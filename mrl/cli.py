@@ -281,7 +281,8 @@ def rollback_model(tracking_uri: TrackingOpt = None, params: ParamsOpt = None, s
 @fails_cleanly
 def models(
     compare: Annotated[bool, typer.Option("--compare", help="champion vs challenger per dim: a table and a plot")] = False,
-    metric: Annotated[str | None, typer.Option(help="metric to compare (default: registry.primary_metric)")] = None,
+    metric: Annotated[str | None, typer.Option(help="metric to compare (default: what the gate compares: "
+                                               "registry.primary_metric, nDCG@k for a text adapter)")] = None,
     plot: Annotated[Path | None, typer.Option(help="PNG that --compare writes (default: "
                                               "artifacts/registry/<model>_v<champion>_vs_v<challenger>.png)")] = None,
     tracking_uri: TrackingOpt = None,
@@ -302,7 +303,7 @@ def models(
         return
     from mrl.compare import compare_versions, write_comparison_plot
 
-    comparison = compare_versions(cfg.model_name, metric or cfg.primary_metric, tracking_uri)
+    comparison = compare_versions(cfg.model_name, metric, tracking_uri, cfg.primary_metric)
     typer.echo(f"{cfg.model_name} {comparison.metric}: champion v{comparison.champion} vs challenger "
                f"v{comparison.challenger} (delta = challenger - champion)")
     typer.echo(comparison.table())

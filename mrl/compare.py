@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mrl.errors import MRLError
-from mrl.registry import CHALLENGER, CHAMPION, GateDecision, _dim_metrics, alias_version
+from mrl.registry import CHALLENGER, CHAMPION, GateDecision, _dim_metrics, alias_version, gate_metric
 from mrl.tracking import client
 
 if TYPE_CHECKING:
@@ -36,9 +36,10 @@ class Comparison:
         return "\n".join(lines)
 
 
-def compare_versions(model_name: str, metric: str, tracking_uri: str | None = None) -> Comparison:
-    """The champion's and the challenger's `metric` at every nesting dim. One-line MRLError naming what is
-    missing: the registered model, or either alias."""
+def compare_versions(model_name: str, metric: str | None, tracking_uri: str | None = None,
+                     primary_metric: str = "knn_top1") -> Comparison:
+    """The champion's and the challenger's `metric` (None: the one the gate compares, see `gate_metric`) at every
+    nesting dim. One-line MRLError naming what is missing: the registered model, or either alias."""
     from mlflow.exceptions import MlflowException
 
     c = client(tracking_uri)
@@ -51,6 +52,7 @@ def compare_versions(model_name: str, metric: str, tracking_uri: str | None = No
     for alias, version in versions.items():
         if version is None:
             raise MRLError(f"{model_name}: no '{alias}' alias to compare; {hint[alias]}")
+    metric = metric or gate_metric(c, model_name, versions[CHALLENGER], versions[CHAMPION], primary_metric)
     champion, challenger = (_dim_metrics(c, model_name, versions[a], metric) for a in (CHAMPION, CHALLENGER))
     rows = [{"dim": m, "champion": champion.get(m), "challenger": challenger.get(m),
              "delta": challenger[m] - champion[m] if m in champion and m in challenger else None}

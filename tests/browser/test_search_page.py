@@ -162,3 +162,61 @@ def test_api_docs_render_without_internet(server, browser):
     browser.get(url + "/redoc")
     wait_for(browser, lambda d: "mrl search" in d.find_element(By.TAG_NAME, "body").text and
              d.find_elements(By.CSS_SELECTOR, "[data-section-id]"))
+
+
+def serve_in_thread(app):
+    """`app` under uvicorn on a free port in a daemon thread: (base URL, server)."""
+    import uvicorn
+
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=uv.run, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while not uv.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert uv.started, "uvicorn did not start"
+    return f"http://127.0.0.1:{port}", uv
+
+
+@pytest.fixture(scope="module")
+def text_server(tmp_path_factory):
+    """A text adapter promoted over the tiny text table (helpers.TEXT_WORDS) through the CLI, served."""
+    from helpers import TEXT_PARAMS, write_text_table
+    from typer.testing import CliRunner
+
+    from mrl.cli import app as cli
+    from mrl.serve import create_app
+
+    tmp = tmp_path_factory.mktemp("text-page")
+    uri, milvus = f"sqlite:///{tmp / 'mlflow.db'}", str(tmp / "milvus.db")
+    params = [*TEXT_PARAMS, f"text.cache_dir={tmp / 'cache'}", f"drift.reference_dir={tmp / 'refs'}"]
+    sets = [a for p in params for a in ("--set", p)]
+    data, model = tmp / "text.npz", tmp / "adapter.pt"
+    for args in (["ingest", "--source", "text", "--input", write_text_table(tmp / "t.jsonl"), "--output", data],
+                 ["train", "--data", data, "--out", model],
+                 ["evaluate", "--model", model, "--data", data, "--metrics-out", tmp / "m.json"],
+                 ["register", "--model", model, "--metrics", tmp / "m.json", "--gate", "--tracking-uri", uri],
+                 ["promote", "--data", data, "--tracking-uri", uri, "--milvus-uri", milvus]):
+        done = CliRunner().invoke(cli, [str(a) for a in [*args, *sets]])
+        assert done.exit_code == 0, done.output
+    url, uv = serve_in_thread(create_app(load_config(None, params), milvus, uri, tmp / "qlog"))
+    yield url
+    uv.should_exit = True
+
+
+def test_a_text_index_gets_a_text_box_and_shows_the_apis_documents(text_server, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(text_server + "/")
+    wait_for(browser, lambda d: "items_v1" in d.find_element(By.ID, "status").text)
+    assert browser.find_element(By.ID, "text-query").is_displayed()
+    assert not browser.find_element(By.ID, "drop").is_displayed()  # no image drop for a text adapter
+    query = "a musical instrument with hammers and strings"
+    browser.find_element(By.ID, "text").send_keys(query)
+    browser.find_element(By.ID, "text-go").click()
+    wait_for(browser, lambda d: "results from items_v1" in d.find_element(By.ID, "summary").text)
+    api = httpx.post(text_server + "/search", json={"text": query, "k": 10, "index": "items"}, timeout=30).json()
+    assert hit_ids(browser) == [h["id"] for h in api["results"]] and len(api["results"]) >= 3
+    labels = browser.execute_script("return [...document.querySelectorAll('#results .hit .label')].map(e => e.textContent)")
+    assert labels == [h["text"] for h in api["results"]]  # each document's text, not a thumbnail
+    assert browser.execute_script("return document.querySelectorAll('#results .hit img').length") == 0

@@ -72,6 +72,10 @@ def test_register_gates_on_ndcg_and_logs_a_module_over_base_embeddings(text_inde
     version = c.get_model_version(NAME, "1")
     # registry.primary_metric is the image default knn_top1: a text adapter is gated on its nDCG@k (text.eval_k = 3)
     assert "ndcg_at_3 >= floor 0.3 at every dim" in version.description
+    # ...and `mrl models --compare` compares the same metric without being told
+    compared = ok(invoke("models", "--compare", "--plot", text_index["tmp"] / "cmp.png", *text_index["sets"],
+                         "--tracking-uri", text_index["uri"]))
+    assert compared[0].startswith(f"{NAME} ndcg_at_3: champion v1 vs challenger v1")
     tags = c.get_run(version.run_id).data.tags
     td = load_text_dataset(text_index["data"])
     assert (tags["mrl.kind"], json.loads(tags["mrl.item_shape"]), json.loads(tags["mrl.nesting_dims"])) == (

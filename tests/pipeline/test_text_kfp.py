@@ -22,7 +22,8 @@ def test_text_pipeline_trains_registers_and_promotes_an_adapter(tmp_path):
     uri, milvus = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "milvus.db")
     version = run_local(config_yaml(cfg), uri, tmp_path / "kfp", "text", str(table), milvus)
 
-    run = mlflow.MlflowClient(uri).get_run(mlflow.MlflowClient(uri).get_model_version("text-mrl", version).run_id)
+    registry = mlflow.MlflowClient(uri, registry_uri=uri)  # not a registry URI another test set process-wide
+    run = registry.get_run(registry.get_model_version("text-mrl", version).run_id)
     assert run.data.tags["mrl.kind"] == "text" and "ndcg_at_3_d384" in run.data.metrics
     per_dim = yaml.safe_load(latest_local_output(tmp_path / "kfp", "evaluate-op", "per_dim").read_text())
     assert {"ndcg_at_3", "truncated_ndcg_at_3", "pca_ndcg_at_3"} <= set(per_dim["64"])
