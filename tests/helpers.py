@@ -202,3 +202,29 @@ def write_text_table(path: Path) -> Path:
              for word, queries in TEXT_WORDS.items() for query, split in zip(queries, ("train", "test"))]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+# ---------------------------------------------------------------- CLI tests: run a command, read what it said
+
+def invoke(*args):
+    """`mrl <args>` in process (typer's CliRunner); arguments may be paths."""
+    from typer.testing import CliRunner
+
+    from mrl.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def ok(result) -> list[str]:
+    """Exit code 0; the lines the command printed (stdout: MLflow's and Milvus' own logs go to stderr)."""
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+def one_line_error(result, *fragments: str) -> str:
+    """Exit code 2 and one error line, the last, holding each fragment (progress lines may come before it)."""
+    lines = result.output.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert result.exit_code == 2 and errors == lines[-1:], (result.exit_code, result.output)
+    assert all(f in errors[0] for f in fragments), errors[0]
+    return errors[0]

@@ -9,11 +9,9 @@ import json
 
 import numpy as np
 import pytest
-from helpers import SERVICE_PARAMS
+from helpers import SERVICE_PARAMS, invoke, ok, one_line_error
 from PIL import Image
-from typer.testing import CliRunner
 
-from mrl.cli import app
 from mrl.data import load_dataset
 from mrl.registry import aliases
 from mrl.retrieval import milvus_index as mi
@@ -21,25 +19,6 @@ from mrl.retrieval import milvus_index as mi
 pytestmark = pytest.mark.slow  # MLflow model logging and Milvus Lite: seconds per command
 
 NAME = "fashion-mnist-mrl"
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def ok(result) -> list[str]:
-    """Exit code 0; the lines the command printed (stdout: MLflow's and Milvus' own logs go to stderr)."""
-    assert result.exit_code == 0, result.output
-    return result.stdout.splitlines()
-
-
-def one_line_error(result, *fragments: str) -> str:
-    """Exit code 2 and one error line, the last, holding each fragment (progress lines may come before it)."""
-    lines = result.output.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert result.exit_code == 2 and errors == lines[-1:], (result.exit_code, result.output)
-    assert all(f in errors[0] for f in fragments), errors[0]
-    return errors[0]
 
 
 def versions(uri: str) -> int:

@@ -12,10 +12,8 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from helpers import TEXT_PARAMS, TEXT_WORDS, write_text_table
-from typer.testing import CliRunner
+from helpers import TEXT_PARAMS, TEXT_WORDS, invoke, ok, one_line_error, write_text_table
 
-from mrl.cli import app
 from mrl.config import load_config
 from mrl.errors import MRLError
 from mrl.retrieval import milvus_index as mi
@@ -24,23 +22,6 @@ pytestmark = pytest.mark.slow  # MiniLM, MLflow model logging, Milvus Lite
 
 NAME = "text-mrl"
 WORDS, PARAMS = TEXT_WORDS, TEXT_PARAMS
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def ok(result) -> list[str]:
-    assert result.exit_code == 0, result.output
-    return result.stdout.splitlines()
-
-
-def one_line_error(result, *fragments: str) -> str:
-    lines = result.output.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert result.exit_code == 2 and errors == lines[-1:], (result.exit_code, result.output)
-    assert all(f in errors[0] for f in fragments), errors[0]
-    return errors[0]
-
-
 @pytest.fixture(scope="module")
 def text_index(tmp_path_factory):
     """The whole text path through the CLI, once: each command's printed lines, and where everything is."""
