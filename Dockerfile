@@ -10,7 +10,7 @@
 #     --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu22.04 \
 #     --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 .
 #
-# Not built in CI here (no Docker engine on the build machines); tests/pipeline/test_image.py checks it statically.
+# Without a registry (no python:3.11 base to pull) and with podman: `make image` (scripts/build-image.sh).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # Build and runtime start from the same base, so the venv's interpreter path exists in both.
@@ -23,20 +23,32 @@ RUN command -v python3.11 >/dev/null \
       && rm -rf /var/lib/apt/lists/*; }
 
 FROM base AS build
-# CPU wheels by default. torch stays pinned by pyproject.toml; from this index it resolves to the local build
-# (2.x.y+cpu, +cu128, ...), which pip ranks above PyPI's build of the same version.
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3.11 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-RUN pip install --upgrade "pip>=24"
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
+# Optional secret `ca-bundle`: the CA certificates pip trusts, for networks whose proxy re-signs TLS
+# (`--secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt`; scripts/build-image.sh passes the host's).
+# A secret is mounted for its step only and never stored in a layer.
+# The dependencies first, from pyproject.toml alone: a code change rebuilds only the small layer below.
+# psycopg2 and boto3: the MLflow server in k8s/base/mlflow.yaml runs from this image (Postgres + S3).
+# CPU wheels by default. torch stays pinned by pyproject.toml; from this index it resolves to the local build
+# (2.x.y+cpu, +cu128, ...), which pip ranks above PyPI's build of the same version. (Declared here: a build argument
+# is part of the cache key of every RUN after it.)
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN --mount=type=secret,id=ca-bundle \
+    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+ && pip install --upgrade "pip>=24" \
+ && python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+      > /tmp/requirements.txt \
+ && pip install --extra-index-url "${TORCH_INDEX}" -r /tmp/requirements.txt "psycopg2-binary>=2.9,<3" "boto3>=1.34,<2"
+COPY README.md ./
 COPY mrl ./mrl
 COPY components ./components
 COPY pipelines ./pipelines
-# psycopg2 and boto3: the MLflow server in k8s/base/mlflow.yaml runs from this image (Postgres + S3).
-RUN pip install --extra-index-url "${TORCH_INDEX}" . "psycopg2-binary>=2.9,<3" "boto3>=1.34,<2"
+# No network here: setuptools (the build backend) came with the dependencies.
+RUN pip install --no-deps --no-build-isolation . && pip check
 
 FROM base
 # Debian's dataset-fashion-mnist: the demo pipeline runs in-cluster with no downloads at run time.

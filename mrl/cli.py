@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -573,6 +573,9 @@ def serve(
 
 pipeline_app = typer.Typer(no_args_is_help=True, help="Run or compile the Kubeflow pipelines (training, video, drift).")
 app.add_typer(pipeline_app, name="pipeline")
+RunnerOpt = Annotated[Literal["subprocess", "docker"], typer.Option(
+    help="kfp.local runner: each step a subprocess here, or a container of the project image (`make image`) through a "
+         "Docker API (Docker, or podman's: `make podman-socket`)")]
 
 
 @pipeline_app.command("run")
@@ -585,6 +588,7 @@ def pipeline_run(
     tracking_uri: TrackingOpt = None,
     milvus_uri: MilvusOpt = None,
     pipeline_root: Annotated[Path, typer.Option(help="kfp.local outputs")] = Path("artifacts/kfp"),
+    runner: RunnerOpt = "subprocess",
 ):
     """Ingest -> validate -> train -> evaluate -> register and gate -> promote the index (kfp.local or KFP).
     With ingest.source: video, the video pipeline: ingest videos -> validate frames -> segment with the champion ->
@@ -608,9 +612,9 @@ def pipeline_run(
         _require_champion(cfg, uri)
     try:
         if video:
-            run_video_local(text, uri, pipeline_root, input_path=input_path, milvus_uri=milvus)
+            run_video_local(text, uri, pipeline_root, input_path=input_path, milvus_uri=milvus, runner=runner)
         else:
-            run_local(text, uri, pipeline_root, input_path=input_path, milvus_uri=milvus)
+            run_local(text, uri, pipeline_root, input_path=input_path, milvus_uri=milvus, runner=runner)
     except RuntimeError as e:
         unchanged = "the video index is" if video else "registry aliases and the serving index are"
         raise MRLError(f"pipeline failed: {e} (the step's log above says why); {unchanged} unchanged") from None
@@ -659,6 +663,7 @@ def pipeline_drift(
     tracking_uri: TrackingOpt = None,
     milvus_uri: MilvusOpt = None,
     pipeline_root: Annotated[Path, typer.Option(help="kfp.local outputs")] = Path("artifacts/kfp"),
+    runner: RunnerOpt = "subprocess",
 ):
     """The drift-monitoring pipeline: once on kfp.local, or as a recurring run on a KFP host."""
     cfg = load_config(params)
@@ -675,7 +680,7 @@ def pipeline_drift(
 
     try:
         drifted = run_drift_local(text, current, pipeline_root, resolve_tracking_uri(tracking_uri),
-                                  resolve_milvus_uri(milvus_uri), reference)
+                                  resolve_milvus_uri(milvus_uri), reference, runner=runner)
     except RuntimeError as e:
         raise MRLError(f"drift pipeline failed: {e} (the step's log above says why)") from None
     typer.echo(f"{'DRIFT' if drifted else 'no drift'}; report: {latest_local_output(pipeline_root, 'drift-op', 'report')}")

@@ -86,20 +86,32 @@ def quiet_kfp(pipeline_root: Path):
             print(f"full pipeline log: {log_path}")
 
 
-def _init_local(pipeline_root: Path) -> None:
+RUNNERS = ("subprocess", "docker")
+
+
+def _init_local(pipeline_root: Path, runner: str = "subprocess", tracking_uri: str = "", milvus_uri: str = "",
+                input_path: str = "") -> None:
+    """kfp.local with each step a subprocess in this environment, or (docker) a container of the project image."""
     from kfp import local
 
-    pipeline_root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()))
+    root = pipeline_root.resolve()
+    if runner == "docker":
+        from pipelines.containers import docker_runner
+
+        kfp_runner = docker_runner(root, tracking_uri, milvus_uri, input_path)  # checks first, then makes root
+    else:
+        kfp_runner = local.SubprocessRunner(use_venv=False)
+    root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=kfp_runner, pipeline_root=str(root))
 
 
 def run_local(params_yaml: str, tracking_uri: str, pipeline_root: Path, source: str = "", input_path: str = "",
-              milvus_uri: str = "") -> str:
-    """Run every step as a subprocess in this environment; returns the promoted model version.
-    Raises RuntimeError naming the failed task (its log, above, has the one-line reason)."""
+              milvus_uri: str = "", runner: str = "subprocess") -> str:
+    """Run every step on kfp.local (runner: a subprocess here, or a container of the project image); returns the
+    promoted model version. Raises RuntimeError naming the failed task (its log, above, has the one-line reason)."""
     from pipelines.training import training_pipeline
 
-    _init_local(pipeline_root)
+    _init_local(pipeline_root, runner, tracking_uri, milvus_uri, input_path)
     with quiet_kfp(pipeline_root):
         task = training_pipeline(params_yaml=params_yaml, source=source, input_path=input_path,
                                  tracking_uri=tracking_uri, milvus_uri=milvus_uri)
@@ -114,12 +126,12 @@ def launchers():
 
 
 def run_video_local(params_yaml: str, tracking_uri: str, pipeline_root: Path, input_path: str = "",
-                    milvus_uri: str = "") -> str:
+                    milvus_uri: str = "", runner: str = "subprocess") -> str:
     """The video pipeline on kfp.local; returns the promoted segments collection. Raises RuntimeError naming the
     failed task, as run_local."""
     from pipelines import video as video_pipelines
 
-    _init_local(pipeline_root)
+    _init_local(pipeline_root, runner, tracking_uri, milvus_uri, input_path)
     with quiet_kfp(pipeline_root):
         task = video_pipelines.video_pipeline(params_yaml=params_yaml, input_path=input_path,
                                               tracking_uri=tracking_uri, milvus_uri=milvus_uri)
@@ -142,11 +154,11 @@ def submit(host: str, params_yaml: str, tracking_uri: str = "", experiment: str 
 
 
 def run_drift_local(params_yaml: str, current_path: str, pipeline_root: Path, tracking_uri: str = "",
-                    milvus_uri: str = "", reference_path: str = "") -> bool:
+                    milvus_uri: str = "", reference_path: str = "", runner: str = "subprocess") -> bool:
     """The drift pipeline on kfp.local; returns whether drift was found (the retrain step ran if so)."""
     from pipelines import drift as drift_pipelines
 
-    _init_local(pipeline_root)
+    _init_local(pipeline_root, runner, tracking_uri, milvus_uri, current_path)
     with quiet_kfp(pipeline_root):
         task = drift_pipelines.drift_pipeline(params_yaml=params_yaml, current_path=current_path,
                                               tracking_uri=tracking_uri, milvus_uri=milvus_uri,
