@@ -7,7 +7,7 @@ FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 ARTIFACTS ?= artifacts
 MRL := $(BIN)/mrl
 
-.PHONY: install data demo repro test test-fast image podman-socket test-container bench-quality bench-retrieval bench-video bench-text bench-load bench-drift lint compile clean
+.PHONY: install data demo demo-containers repro test test-fast image podman-socket test-container bench-quality bench-retrieval bench-video bench-text bench-load bench-drift lint compile clean
 
 install: $(VENV)/.installed
 	@bash scripts/get-actionlint.sh .tools/actionlint
@@ -53,6 +53,14 @@ image:
 podman-socket:
 	@bash scripts/get-podman.sh
 	@bash scripts/podman-socket.sh
+
+# The demo with every step in a container of the image, run in $(ARTIFACTS)/container-demo (its stores, outputs and
+# pipeline root are there). Steps never run as root: as root, that directory is given to the image's user mrl.
+CONTAINER_DEMO := $(ARTIFACTS)/container-demo
+demo-containers: install data image podman-socket
+	@if [ "$$(id -u)" = 0 ]; then install -d -o 10001 -g 10001 $(CONTAINER_DEMO); else mkdir -p $(CONTAINER_DEMO); fi
+	cd $(CONTAINER_DEMO) && $(CURDIR)/$(MRL) pipeline run --runner docker --params $(CURDIR)/params.yaml \
+	  --input $(FASHION_MNIST_DIR)
 
 # The container tier: the image built (or reused, from the build cache), then a small pipeline run in containers end to end
 # (tests/container/). Run before merging changes to the Dockerfile, components/ or pipelines/; not in `make test`.
