@@ -15,8 +15,9 @@ command -v debootstrap >/dev/null || {
 [ "$(id -u)" = 0 ] || { echo "error: debootstrap needs root to make the base image $image" >&2; exit 2; }
 
 # The mirror apt already uses here (deb822 or one-line sources), else Debian's CDN.
-mirror=$(sed -n 's#^URIs: *\(http[^ ]*/debian\)/*$#\1#p; s#^deb \[*[^]]*\]* *\(http[^ ]*/debian\)/* bookworm .*#\1#p' \
-           /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -1)
+mirror=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
+         | sed -n 's#^URIs: *\(http[^ ]*/debian\)/*$#\1#p; s#^deb \[*[^]]*\]* *\(http[^ ]*/debian\)/* bookworm .*#\1#p' \
+         | head -1 || true)
 mirror=${DEBIAN_MIRROR:-${mirror:-http://deb.debian.org/debian}}
 
 rootfs=$(mktemp -d)
@@ -25,5 +26,7 @@ echo "base image $image: debootstrap bookworm from $mirror (about a minute)"
 debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || {
   tail -5 "$rootfs.log" >&2; echo "error: debootstrap from $mirror failed (log: $rootfs.log)" >&2; exit 1; }
 rm -f "$rootfs.log"
-tar -C "$rootfs" -c . | "$engine" import - "$image" >/dev/null
+tar -C "$rootfs" -c . | "$engine" import - "$image" >"$rootfs.log" 2>&1 || {
+  cat "$rootfs.log" >&2; echo "error: $engine import of the base image $image failed" >&2; exit 1; }
+rm -f "$rootfs.log"
 echo "base image $image: imported"
