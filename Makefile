@@ -61,6 +61,7 @@ demo-containers: install data image podman-socket
 	@if [ "$$(id -u)" = 0 ]; then install -d -o 10001 -g 10001 $(CONTAINER_DEMO); else mkdir -p $(CONTAINER_DEMO); fi
 	cd $(CONTAINER_DEMO) && $(CURDIR)/$(MRL) pipeline run --runner docker --params $(CURDIR)/params.yaml \
 	  --input $(FASHION_MNIST_DIR)
+	@echo "(the relative paths above are in $(CONTAINER_DEMO)/)"
 
 # The container tier: the image built (or reused, from the build cache), then a small pipeline run in containers end to end
 # (tests/container/). Run before merging changes to the Dockerfile, components/ or pipelines/; not in `make test`.
