@@ -44,7 +44,8 @@ test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
 # The project image, with podman (or a Docker engine) and no container registry: a Debian base made by debootstrap,
-# this machine's CA bundle for pip, and the local torch wheel when pip has one (scripts/build-image.sh; ~11 min).
+# this machine's CA bundle for pip, and the local torch wheel when pip has one (scripts/build-image.sh; ~9 min the
+# first time, ~3 min after a code change).
 image:
 	@bash scripts/get-podman.sh
 	@bash scripts/build-image.sh
