@@ -39,14 +39,13 @@ def check_image(host: str, image: str = MRL_IMAGE) -> None:
     import docker
 
     try:
-        client = docker.DockerClient(base_url=host)
-        client.images.get(image)
+        with contextlib.closing(docker.DockerClient(base_url=host)) as client:
+            client.images.get(image)
     except docker.errors.ImageNotFound:
         raise MRLError(f"--runner docker: image {image} is not in the engine at {host}: build it with `make image`"
                        ) from None
     except docker.errors.DockerException as e:
         raise MRLError(f"--runner docker: no Docker API answers at {host} ({e})") from None
-    client.close()
 
 
 def host_paths(tracking_uri: str, milvus_uri: str, input_path: str) -> tuple[list[Path], list[Path]]:

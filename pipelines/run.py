@@ -86,9 +86,6 @@ def quiet_kfp(pipeline_root: Path):
             print(f"full pipeline log: {log_path}")
 
 
-RUNNERS = ("subprocess", "docker")
-
-
 def _init_local(pipeline_root: Path, runner: str = "subprocess", tracking_uri: str = "", milvus_uri: str = "",
                 input_path: str = "") -> None:
     """kfp.local with each step a subprocess in this environment, or (docker) a container of the project image."""

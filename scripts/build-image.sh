@@ -46,6 +46,7 @@ fi
 log=${BUILD_LOG:-artifacts/image-build.log}
 mkdir -p "$(dirname "$log")"
 echo "building $image with $CONTAINER_ENGINE from $base (about 9 min on 2 cores the first time); full log: $log"
+previous=$("$CONTAINER_ENGINE" image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 start=$SECONDS
 set +e  # the build's own status, not the filter's
 "$CONTAINER_ENGINE" build "${build_args[@]}" . 2>&1 | tee "$log" \
@@ -57,6 +58,10 @@ if [ "$status" != 0 ]; then
   tail -25 "$log" >&2
   echo "error: building $image failed (full log: $log)" >&2
   exit 1
+fi
+# The image this build replaced is left untagged; each holds its own copy of the venv (~3 GB), so remove it.
+if [ -n "$previous" ] && [ "$previous" != "$("$CONTAINER_ENGINE" image inspect --format '{{.Id}}' "$image")" ]; then
+  "$CONTAINER_ENGINE" rmi "$previous" >/dev/null 2>&1 || true
 fi
 echo "built $image in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s:" \
      "$("$CONTAINER_ENGINE" image inspect --format '{{.Size}}' "$image" | awk '{printf "%.2f GB", $1 / 1e9}')"
