@@ -12,8 +12,9 @@ from mlflow.exceptions import MlflowException
 
 from mrl.config import Config
 from mrl.errors import MRLError
-from mrl.progress import progress
+from mrl.models.onnx import OnnxModel, embed_batches
 from mrl.registry import CHAMPION, alias_version
+from mrl.tracking import ONNX_TAG
 from mrl.tracking import client as mlflow_client
 
 
@@ -56,13 +57,35 @@ def load_registered_model(model_uri: str):
                        f"{mlflow.get_tracking_uri()} may have been moved or deleted") from None
 
 
+def registered_onnx(model_uri: str, tracking_uri: str | None = None) -> OnnxModel | None:
+    """The ONNX graph logged beside a registered model (pretrained backbones), ready to run; None if it has none."""
+    import mlflow
+
+    c = mlflow_client(tracking_uri)
+    name, _, version = model_uri.removeprefix("models:/").partition("/")
+    try:
+        run_id = c.get_model_version(name, version).run_id
+        artifact = c.get_run(run_id).data.tags.get(ONNX_TAG)
+        if not artifact:
+            return None
+        return OnnxModel(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact))
+    except (MlflowException, OSError) as e:
+        raise MRLError(f"{model_uri}: cannot load its ONNX graph ({str(e).splitlines()[0]})") from None
+
+
 def embed_with(model_uri: str, x: np.ndarray, batch_size: int, desc: str = "embedding catalogue",
                tracking_uri: str | None = None) -> np.ndarray:
-    """Embed with a registered model; models:/name/version resolves against tracking_uri (resolved as usual)."""
+    """Embed with a registered model; models:/name/version resolves against tracking_uri (resolved as usual). A model
+    logged with an ONNX graph (a pretrained backbone) runs under ONNX Runtime."""
     import torch
 
     mlflow_client(tracking_uri)  # sets the registry URI that models:/ refers to
+    fast = registered_onnx(model_uri, tracking_uri) if model_uri.startswith("models:/") else None
+    if fast is not None:
+        return embed_batches(fast, x, min(batch_size, 64), desc)
     model = load_registered_model(model_uri)
-    with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(x[i:i + batch_size])).numpy()
-                               for i in progress(range(0, len(x), batch_size), desc, "batch")]).astype(np.float32)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(batch)).numpy()
+    return embed_batches(run, x, batch_size, desc)

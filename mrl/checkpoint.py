@@ -36,8 +36,9 @@ class LoadedModel:
         return inner if hasattr(inner, "logits") else None
 
 
-def build_model(cfg: Config, kind: str, item_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Module, MatryoshkaLoss]:
-    return build_encoder(cfg.model, kind, item_shape), build_loss(cfg, num_classes)
+def build_model(cfg: Config, kind: str, item_shape: tuple[int, ...], num_classes: int,
+                pretrained: bool = False) -> tuple[nn.Module, MatryoshkaLoss]:
+    return build_encoder(cfg.model, kind, item_shape, pretrained), build_loss(cfg, num_classes)
 
 
 def save_checkpoint(path: str | Path, encoder: nn.Module, loss: MatryoshkaLoss, cfg: Config,

@@ -94,6 +94,8 @@ def ingest(
         return
     typer.echo(f"wrote {r.path}: {r.kind} {list(r.item_shape)}, {r.n_train} train + {r.n_test} test items, "
                f"{len(r.classes)} classes")
+    if r.skipped:
+        typer.echo(f"skipped {len(r.skipped)} files (ingest.on_bad_file=skip):\n  " + "\n  ".join(r.skipped))
 
 
 @app.command()
@@ -109,6 +111,7 @@ def validate(
     set_: SetOpt = None,
 ):
     """Great Expectations gates: exit 2 with the failed expectations named if any fails."""
+    from mrl.models.backbones import model_input_shape
     from mrl.validate import validate_dataset, validate_embeddings_table, validate_frames, validate_segments
 
     given = [name for name, value in (("--data", data), ("--table", table), ("--frames", frames),
@@ -118,7 +121,8 @@ def validate(
                        f"(got {', '.join(given) or 'none'})")
     cfg = load_config(params, set_ or [])
     if data is not None:
-        report = validate_dataset(data, cfg.validation, result_out)
+        report = validate_dataset(data, cfg.validation, result_out,
+                                  model_input_shape(cfg.model.backbone, cfg.model.image_size))
     elif frames is not None:
         report = validate_frames(frames, cfg, result_out)
     elif segments is not None:

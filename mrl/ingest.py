@@ -24,6 +24,7 @@ class IngestResult:
     classes: list[str]
     item_shape: tuple[int, ...]
     details: Any = None  # text: the TextIngestResult (documents, queries, pairs, embedding throughput)
+    skipped: tuple[str, ...] = ()  # image_folder with ingest.on_bad_file: skip: "path: reason" of files left out
 
 
 def ingest(source: Source, input_path: str | Path, output_path: str | Path, cfg: IngestConfig,
@@ -55,5 +56,5 @@ def ingest(source: Source, input_path: str | Path, output_path: str | Path, cfg:
     path = save_dataset(ds, output_path)
     return IngestResult(
         path=path, kind=ds.kind, n_train=int((ds.split == "train").sum()), n_test=int((ds.split == "test").sum()),
-        classes=[str(c) for c in ds.classes], item_shape=tuple(ds.x.shape[1:]),
+        classes=[str(c) for c in ds.classes], item_shape=tuple(ds.x.shape[1:]), skipped=tuple(ds.skipped),
     )

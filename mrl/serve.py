@@ -174,18 +174,19 @@ def _load(cfg: Config, milvus_uri: str | None, tracking_uri: str | None, load_mo
 
 
 def decode_image(data: str, item_shape: list[int]) -> np.ndarray:
-    """base64 image -> uint8 array of the model's item shape (C, H, W); ValueError if undecodable."""
+    """base64 image -> uint8 array of the model's item shape (C, H, W), prepared as ingest prepares images (EXIF
+    orientation, mode, shorter side resized and centre cropped); ValueError if undecodable."""
     from PIL import Image, UnidentifiedImageError
+
+    from mrl.data.images import model_pixels
 
     try:
         raw = base64.b64decode(data, validate=True)
         with Image.open(io.BytesIO(raw)) as img:
-            channels, height, width = item_shape
-            img = img.convert("L" if channels == 1 else "RGB").resize((width, height))
-            arr = np.array(img, dtype=np.uint8)
-    except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as e:
+            img.load()
+            return model_pixels(img, item_shape[0], item_shape[-1])
+    except (binascii.Error, UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise ValueError(f"image: not a decodable base64 image ({type(e).__name__})") from None
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
 def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | None = None,

@@ -19,9 +19,12 @@ from typing import Any
 
 from mrl.checkpoint import load_model
 from mrl.errors import MRLError
+from mrl.models.onnx import export_onnx, prefers_onnx
 
 DEFAULT_DB = "mlflow.db"
 MODEL_URI_TAG = "mrl.model_uri"  # run tag: where the logged model lives (registered from there)
+ONNX_TAG = "mrl.onnx"  # run tag: the artifact path of the model's ONNX graph (pretrained backbones: fast inference)
+PREPROCESS_TAG = "mrl.preprocess"  # run tag: how pixels are prepared for the model (JSON)
 # Text adapters (mrl.kind "text") map base sentence embeddings to theirs: these run tags name the base encoder (its
 # directory when trained, and the hash of its files) that query text must be embedded with first.
 TEXT_MODEL_TAG, TEXT_MODEL_KEY_TAG = "mrl.text_model", "mrl.text_model_key"
@@ -233,4 +236,11 @@ def log_training_run(model_path: str | Path, metrics_path: str | Path, plot_path
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
         mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
+        if "preprocess" in model.meta:
+            mlflow.set_tag(PREPROCESS_TAG, json.dumps(model.meta["preprocess"]))
+        if prefers_onnx(model.encoder):  # the same module, as a graph ONNX Runtime runs ~5x faster on CPU
+            with tempfile.TemporaryDirectory() as tmp:
+                mlflow.log_artifact(str(export_onnx(model.encoder, tuple(model.meta["item_shape"]),
+                                                    Path(tmp) / "encoder.onnx")), "onnx")
+            mlflow.set_tag(ONNX_TAG, "onnx/encoder.onnx")
         return run.info.run_id

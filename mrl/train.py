@@ -8,13 +8,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mrl.checkpoint import build_model, read_checkpoint, save_checkpoint
 from mrl.config import Config
 from mrl.data import Dataset, load_dataset
+from mrl.data.augment import footage_view
 from mrl.errors import MRLError
+from mrl.models.backbones import BackboneEncoder, backbone_is_frozen, freeze_backbone, preprocess_meta
+from mrl.models.features import cached_features
 from mrl.progress import progress
 
 EVAL_ITEMS = 2000  # test items scored with the heads after each epoch (a quick signal, not the evaluation)
@@ -44,6 +49,57 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x * keep + 0.05 * x.std() * torch.randn(x.shape, generator=generator)
 
 
+@dataclass
+class TrainInputs:
+    """What the loop feeds: the module trained end to end (the encoder, or a frozen backbone's head over cached
+    features), one view per item (`view`), two different views per item (`pair`) and held-out inputs (`val_x`)."""
+
+    forward: nn.Module
+    view: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+    pair: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+    clean: Callable[[torch.Tensor], torch.Tensor]
+    val_x: torch.Tensor
+
+
+def _pixel_inputs(encoder: nn.Module, x: torch.Tensor, val_x: torch.Tensor, footage: bool) -> TrainInputs:
+    """Views made per batch: shifts and flips (the small CNN) or footage-like views (a fine-tuned backbone)."""
+    def view(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if not footage:
+            return augment(x[idx], gen)
+        rng = np.random.default_rng(int(torch.randint(2**31 - 1, (1,), generator=gen)))
+        return torch.from_numpy(np.stack([footage_view(item, rng) for item in x[idx].numpy()]))
+
+    return TrainInputs(encoder, view, lambda idx, gen: (view(idx, gen), view(idx, gen)), lambda idx: x[idx], val_x)
+
+
+def _feature_inputs(features: torch.Tensor, head: nn.Module, val_features: torch.Tensor) -> TrainInputs:
+    """A frozen backbone: features (N, 1 + views, F) cached once; a step picks among the views (0 = the clean image)."""
+    n_views = features.shape[1]
+
+    def view(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return features[idx, torch.randint(n_views, (len(idx),), generator=gen)].float()
+
+    def pair(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        a = torch.randint(n_views, (len(idx),), generator=gen)
+        b = (a + torch.randint(1, n_views, (len(idx),), generator=gen)) % n_views  # never the same view twice
+        return features[idx, a].float(), features[idx, b].float()
+
+    return TrainInputs(head, view, pair, lambda idx: features[idx, 0].float(), val_features)
+
+
+def train_inputs(cfg: Config, encoder: nn.Module, train_x: np.ndarray, val_x: np.ndarray,
+                 log: Callable[[str], None]) -> TrainInputs:
+    if not isinstance(encoder, BackboneEncoder):
+        return _pixel_inputs(encoder, torch.from_numpy(train_x), torch.from_numpy(val_x), footage=False)
+    tc = cfg.train
+    freeze_backbone(encoder, tc.freeze)
+    if not backbone_is_frozen(tc.freeze):
+        return _pixel_inputs(encoder, torch.from_numpy(train_x), torch.from_numpy(val_x), footage=True)
+    features = cached_features(encoder.backbone, train_x, tc.views, tc.seed, tc.feature_cache, log=log)
+    val = cached_features(encoder.backbone, val_x, 0, tc.seed, tc.feature_cache, log=log)[:, 0]
+    return _feature_inputs(torch.from_numpy(features), encoder.head, torch.from_numpy(val).float())
+
+
 def lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -62,8 +118,16 @@ def _head_accuracy(encoder, loss, x: torch.Tensor, y: torch.Tensor, batch_size: 
         emb = torch.cat([encoder(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
         acc = {f"val_head_top1_d{m}": (heads.logits(emb[:, :m], i).argmax(1) == y).float().mean().item()
                for i, m in enumerate(loss.nesting_dims)}
-    encoder.train()
+    train_mode(encoder)
     return acc
+
+
+def train_mode(module: nn.Module) -> None:
+    """Training mode, except a backbone's batch norm: it keeps the pretrained statistics (small CPU batches would
+    skew them)."""
+    module.train()
+    if isinstance(module, BackboneEncoder):
+        module.backbone.eval()
 
 
 def train(cfg: Config, data_path: str | Path, out_path: str | Path, resume: str | Path | None = None,
@@ -84,8 +148,9 @@ def train(cfg: Config, data_path: str | Path, out_path: str | Path, resume: str 
 
     torch.manual_seed(tc.seed)
     item_shape = tuple(ds.x.shape[1:])
-    encoder, loss = build_model(cfg, ds.kind, item_shape, len(ds.classes))
-    params = list(encoder.parameters()) + list(loss.parameters())
+    encoder, loss = build_model(cfg, ds.kind, item_shape, len(ds.classes), pretrained=resume is None)
+    inputs = train_inputs(cfg, encoder, train_ds.x, test_ds.x[:EVAL_ITEMS], log)
+    params = [p for p in encoder.parameters() if p.requires_grad] + list(loss.parameters())
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     steps_per_epoch = math.ceil(len(train_ds) / tc.batch_size)
     total_steps = steps_per_epoch * tc.epochs
@@ -93,6 +158,8 @@ def train(cfg: Config, data_path: str | Path, out_path: str | Path, resume: str 
         optimizer, lr_lambda(total_steps, max(1, int(tc.warmup_fraction * total_steps))))
     meta = {"kind": ds.kind, "item_shape": list(item_shape), "num_classes": len(ds.classes),
             "classes": [str(c) for c in ds.classes], "data": str(data_path), "epoch": 0, "history": []}
+    if isinstance(encoder, BackboneEncoder):
+        meta["preprocess"] = preprocess_meta(encoder, item_shape)
 
     start_epoch = 0
     if resume is not None:
@@ -111,26 +178,25 @@ def train(cfg: Config, data_path: str | Path, out_path: str | Path, resume: str 
         start_epoch = saved["meta"]["epoch"]
         log(f"resumed from {resume} at epoch {start_epoch}")
 
-    x = torch.from_numpy(train_ds.x)
+    n_items = len(train_ds)
     y = torch.from_numpy(train_ds.labels)
-    val_x, val_y = torch.from_numpy(test_ds.x[:EVAL_ITEMS]), torch.from_numpy(test_ds.labels[:EVAL_ITEMS])
-    encoder.train()
+    val_y = torch.from_numpy(test_ds.labels[:EVAL_ITEMS])
+    train_mode(inputs.forward)
     loss.train()
     started, seen, epoch_loss = time.perf_counter(), 0, float("nan")
     for epoch in range(start_epoch, tc.epochs):
         # Per-epoch generator: the order and augmentations of epoch e are the same with or without resume.
         gen = torch.Generator().manual_seed(tc.seed * 10_007 + epoch)
-        order = torch.randperm(len(x), generator=gen)
+        order = torch.randperm(n_items, generator=gen)
         epoch_start, total, per_dim_sum = time.perf_counter(), 0.0, None
         bar = progress(range(steps_per_epoch), f"epoch {epoch + 1}/{tc.epochs}", "batch")
         for step in bar:
             idx = order[step * tc.batch_size:(step + 1) * tc.batch_size]
-            xb = x[idx]
             if contrastive:
-                emb = encoder(torch.cat([augment(xb, gen), augment(xb, gen)]))
+                emb = inputs.forward(torch.cat(inputs.pair(idx, gen)))
                 value, per_dim = loss(emb[:len(idx)], emb[len(idx):])
             else:
-                emb = encoder(augment(xb, gen) if tc.augment else xb)
+                emb = inputs.forward(inputs.view(idx, gen) if tc.augment else inputs.clean(idx))
                 value, per_dim = loss(emb, y[idx])
             optimizer.zero_grad(set_to_none=True)
             value.backward()
@@ -146,7 +212,7 @@ def train(cfg: Config, data_path: str | Path, out_path: str | Path, resume: str 
         record = {"epoch": epoch + 1, "loss": epoch_loss, "lr": scheduler.get_last_lr()[0],
                   "seconds": time.perf_counter() - epoch_start}
         record |= {f"loss_d{m}": float(v) / steps_per_epoch for m, v in zip(loss.nesting_dims, per_dim_sum)}
-        record |= _head_accuracy(encoder, loss, val_x, val_y, cfg.evaluate.batch_size)
+        record |= _head_accuracy(inputs.forward, loss, inputs.val_x, val_y, cfg.evaluate.batch_size)
         meta["history"].append(record)
         meta["epoch"] = epoch + 1
         save_checkpoint(out_path, encoder, loss, cfg, meta,
@@ -156,7 +222,7 @@ def train(cfg: Config, data_path: str | Path, out_path: str | Path, resume: str 
         low = record.get(f"val_head_top1_d{loss.nesting_dims[0]}")
         accuracy = f", val top-1 d{loss.nesting_dims[0]}={low:.3f} d{loss.nesting_dims[-1]}={top:.3f}" if top else ""
         log(f"epoch {epoch + 1}/{tc.epochs}: loss {epoch_loss:.4f}, {record['seconds']:.1f}s "
-            f"({len(x) / record['seconds']:,.0f} items/s){accuracy}")
+            f"({n_items / record['seconds']:,.0f} items/s){accuracy}")
 
     seconds = time.perf_counter() - started
     return TrainResult(Path(out_path), tc.epochs, epoch_loss, seconds, seen / seconds if seconds else 0.0,

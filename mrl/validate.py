@@ -20,6 +20,7 @@ import pandas as pd
 from mrl.config import Config, ValidationConfig, VideoConfig
 from mrl.data.artifact import SPLITS, atomic_write, load_dataset
 from mrl.errors import MRLError
+from mrl.models.backbones import model_input_shape
 
 
 @dataclass
@@ -91,7 +92,22 @@ def _vector_rows(x: np.ndarray) -> dict[str, np.ndarray]:
     return {"finite": finite, "norm": norm}
 
 
-def dataset_expectations(cfg: ValidationConfig, kind: str, n_classes: int, labeled: bool) -> dict[str, list]:
+def _shape_expectations(gxe, input_shape: tuple[int, int, int] | None) -> list:
+    """Channels and size of every image against what the model takes (model.backbone / model.image_size)."""
+    if input_shape is None:
+        return []
+    return [gxe.ExpectColumnValuesToBeInSet(column=name, value_set=[value])
+            for name, value in zip(("channels", "height", "width"), input_shape)]
+
+
+def _shape_columns(x: np.ndarray) -> dict[str, np.ndarray]:
+    n = len(x)
+    _, c, h, w = x.shape if x.ndim == 4 else (n, 0, 0, 0)
+    return {"channels": np.full(n, c), "height": np.full(n, h), "width": np.full(n, w)}
+
+
+def dataset_expectations(cfg: ValidationConfig, kind: str, n_classes: int, labeled: bool,
+                         input_shape: tuple[int, int, int] | None = None) -> dict[str, list]:
     _, gxe = _gx()
     items = [
         gxe.ExpectColumnValuesToNotBeNull(column="id"),
@@ -104,6 +120,7 @@ def dataset_expectations(cfg: ValidationConfig, kind: str, n_classes: int, label
     if kind == "images":
         items += [gxe.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0, max_value=255),
                   gxe.ExpectColumnValuesToBeBetween(column="pixel_max", min_value=0, max_value=255)]
+        items += _shape_expectations(gxe, input_shape)
     else:
         items.append(gxe.ExpectColumnValuesToBeBetween(column="norm", min_value=cfg.vector_min_norm,
                                                        max_value=cfg.vector_max_norm))
@@ -118,9 +135,10 @@ def dataset_expectations(cfg: ValidationConfig, kind: str, n_classes: int, label
     return frames
 
 
-def validate_dataset(data_path: str | Path, cfg: ValidationConfig, out_path: str | Path | None = None) -> ValidationReport:
+def validate_dataset(data_path: str | Path, cfg: ValidationConfig, out_path: str | Path | None = None,
+                     input_shape: tuple[int, int, int] | None = None) -> ValidationReport:
     """Run the dataset suite on an artifact from `mrl ingest` (the text suite on a text dataset); raise MRLError if any
-    expectation fails."""
+    expectation fails. `input_shape`: the (C, H, W) the model takes (a pretrained backbone's), checked per image."""
     from mrl.text.artifact import is_text_dataset
 
     if is_text_dataset(data_path):
@@ -135,6 +153,7 @@ def validate_dataset(data_path: str | Path, cfg: ValidationConfig, out_path: str
     if ds.kind == "images":
         flat = ds.x.reshape(len(ds.x), -1)
         items |= {"finite": np.ones(len(flat), dtype=bool), "pixel_min": flat.min(axis=1), "pixel_max": flat.max(axis=1)}
+        items |= _shape_columns(ds.x)
     else:
         items |= _vector_rows(ds.x)
     items_frame = pd.DataFrame(items)
@@ -146,7 +165,7 @@ def validate_dataset(data_path: str | Path, cfg: ValidationConfig, out_path: str
         # A class missing from a split is a share of 0, not an absent row.
         full = pd.MultiIndex.from_product([sorted(set(shares.split)), range(len(classes))], names=["split", "label"])
         frames["class_shares"] = shares.set_index(["split", "label"]).reindex(full, fill_value=0.0).reset_index()
-    expectations = dataset_expectations(cfg, ds.kind, len(classes), labeled)
+    expectations = dataset_expectations(cfg, ds.kind, len(classes), labeled, input_shape)
     results, failures, evaluated = _run_suites(
         "dataset", {name: (frames[name], expectations[name]) for name in expectations})
     return _finish("dataset", str(data_path), results, failures, evaluated, out_path)
@@ -253,7 +272,7 @@ MIN_FPS_SHARE = 0.5  # a video sampled at under half of video.fps has lost half 
 NORM_TOLERANCE = 1e-3  # segment embeddings are stored normalized (float32)
 
 
-def frames_expectations(fps: float) -> dict[str, list]:
+def frames_expectations(fps: float, input_shape: tuple[int, int, int] | None = None) -> dict[str, list]:
     """Per frame: times strictly increase within a video, pixels in 0..255. Per video: at least one frame, stored
     contiguously, the first within one sampling step of 0, the last inside the video, and the observed rate
     frames / (duration + 1/fps) within [MIN_FPS_SHARE, 1] x fps. Sampling keeps at most one frame per 1/fps step of
@@ -269,6 +288,7 @@ def frames_expectations(fps: float) -> dict[str, list]:
             gxe.ExpectColumnValuesToBeBetween(column="dt", min_value=0, strict_min=True),
             gxe.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0, max_value=255),
             gxe.ExpectColumnValuesToBeBetween(column="pixel_max", min_value=0, max_value=255),
+            *_shape_expectations(gxe, input_shape),
         ],
         "videos": [
             gxe.ExpectColumnValuesToBeUnique(column="video"),
@@ -284,17 +304,20 @@ def frames_expectations(fps: float) -> dict[str, list]:
 
 
 def validate_frames(path: str | Path, cfg: Config | VideoConfig, out_path: str | Path | None = None) -> ValidationReport:
-    """Run the frames suite on an artifact from `mrl ingest --source video` (rates against video.fps)."""
+    """Run the frames suite on an artifact from `mrl ingest --source video` (rates against video.fps; with the whole
+    Config, frame channels and size against a pretrained model.backbone's input)."""
     from mrl.video.frames import load_frames
 
     fps = (cfg.video if isinstance(cfg, Config) else cfg).fps
+    input_shape = model_input_shape(cfg.model.backbone, cfg.model.image_size) if isinstance(cfg, Config) else None
     f = load_frames(path)  # structural faults (mismatched lengths, undeclared videos) fail here, naming the file
     video_ids = f.video_ids.astype(str)
     same_video = np.r_[False, video_ids[1:] == video_ids[:-1]]
     dt = np.where(same_video, np.r_[np.nan, np.diff(f.times)], np.nan)
     flat = f.pixels.reshape(len(f.pixels), -1)
     frames = pd.DataFrame({"video_id": video_ids, "t": f.times, "dt": dt,
-                           "pixel_min": flat.min(axis=1).astype(np.int64), "pixel_max": flat.max(axis=1).astype(np.int64)})
+                           "pixel_min": flat.min(axis=1).astype(np.int64), "pixel_max": flat.max(axis=1).astype(np.int64),
+                           **_shape_columns(f.pixels)})
     # Per video, grouped (not a scan per video: an archive has thousands of videos and millions of frames). A video
     # without frames gets frames 0 and nulls elsewhere (not checked), so it is reported once, as frames.
     by_video = frames.assign(run_start=~same_video).groupby("video_id", sort=False)
@@ -305,7 +328,7 @@ def validate_frames(path: str | Path, cfg: Config | VideoConfig, out_path: str |
     videos["overrun_s"] = videos.last_t - videos.duration
     videos["observed_fps"] = (videos.frames / (videos.duration + 1 / fps)).where(
         (videos.frames > 0) & (videos.duration > 0))
-    expectations = frames_expectations(fps)
+    expectations = frames_expectations(fps, input_shape)
     results, failures, evaluated = _run_suites(
         "frames", {"frames": (frames, expectations["frames"]), "videos": (videos, expectations["videos"])})
     return _finish("frames", str(path), results, failures, evaluated, out_path)

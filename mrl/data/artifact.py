@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ class Dataset:
     labels: np.ndarray  # int64, -1 = unlabeled
     split: np.ndarray  # str, "train" or "test"
     classes: np.ndarray  # str, class names indexed by label
+    skipped: list[str] = field(default_factory=list)  # "path: reason" of input files left out (on_bad_file: skip)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -81,7 +82,7 @@ def save_dataset(ds: Dataset, path: str | Path) -> Path:
     check_dataset(ds, str(path))
     arrays = dict(
         kind=np.array(ds.kind), x=ds.x, ids=ds.ids.astype(str), labels=ds.labels.astype(np.int64),
-        split=ds.split.astype(str), classes=ds.classes.astype(str),
+        split=ds.split.astype(str), classes=ds.classes.astype(str), skipped=np.array(ds.skipped, dtype=str),
     )
     atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
     return path
@@ -92,7 +93,8 @@ def load_dataset(path: str | Path, check: bool = True) -> Dataset:
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
-            ds = Dataset(str(z["kind"]), z["x"], z["ids"], z["labels"], z["split"], z["classes"])
+            skipped = [str(s) for s in z["skipped"]] if "skipped" in z.files else []
+            ds = Dataset(str(z["kind"]), z["x"], z["ids"], z["labels"], z["split"], z["classes"], skipped)
     except FileNotFoundError:
         raise MRLError(f"{path}: dataset file not found") from None
     except (OSError, ValueError, KeyError) as e:

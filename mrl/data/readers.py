@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mrl.config import IngestConfig
 from mrl.data.artifact import SPLITS, Dataset, check_dataset
+from mrl.data.images import model_pixels
 from mrl.errors import MRLError
 
 FASHION_MNIST_CLASSES = (
@@ -99,11 +100,10 @@ def _class_folders(root: Path) -> list[Path]:
 def _load_image(path: Path, cfg: IngestConfig) -> np.ndarray:
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if cfg.grayscale else "RGB").resize((cfg.image_size, cfg.image_size))
-            arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+            img.load()  # decode now: a truncated file fails here, naming it, not later
+            return model_pixels(img, 1 if cfg.grayscale else 3, cfg.image_size)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise MRLError(f"{path}: unreadable image ({e.__class__.__name__})") from None
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
 def read_image_folder(root: str | Path, cfg: IngestConfig) -> Dataset:
@@ -116,7 +116,7 @@ def read_image_folder(root: str | Path, cfg: IngestConfig) -> Dataset:
     classes = sorted({c.name for r in split_roots.values() for c in _class_folders(r)})
     if not classes:
         raise MRLError(f"{root}: empty folder (expected one subfolder of images per class)")
-    images, labels, ids, splits = [], [], [], []
+    images, labels, ids, splits, skipped = [], [], [], [], []
     for split, split_root in split_roots.items():
         for label, name in enumerate(classes):
             folder = split_root / name
@@ -124,16 +124,24 @@ def read_image_folder(root: str | Path, cfg: IngestConfig) -> Dataset:
             if not files and split != "test":
                 raise MRLError(f"{folder}: empty folder (no images with suffix {sorted(IMAGE_SUFFIXES)})")
             for f in files:
-                images.append(_load_image(f, cfg))
+                try:
+                    images.append(_load_image(f, cfg))
+                except MRLError as e:
+                    if cfg.on_bad_file == "fail":
+                        raise MRLError(f"{e} (ingest.on_bad_file: skip leaves such files out)") from None
+                    skipped.append(str(e))
+                    continue
                 labels.append(label)
                 ids.append(str(f.relative_to(root)))
                 splits.append(split)
+    if not images:
+        raise MRLError(f"{root}: no readable images ({len(skipped)} skipped, first: {skipped[0]})")
     split = np.array(splits, dtype=object)
     if not has_splits:
         rng = np.random.default_rng(cfg.split_seed)
         split = np.where(rng.random(len(split)) < cfg.test_fraction, "test", "train")
     ds = Dataset("images", np.stack(images), np.array(ids), np.array(labels, dtype=np.int64),
-                 split.astype(str), np.array(classes))
+                 split.astype(str), np.array(classes), skipped=skipped)
     check_dataset(ds, str(root))
     return ds
 

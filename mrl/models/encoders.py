@@ -7,6 +7,7 @@ from torch import nn
 
 from mrl.config import ModelConfig
 from mrl.errors import MRLError
+from mrl.models.backbones import BackboneEncoder, build_backbone, model_input_shape
 
 
 class ConvEncoder(nn.Module):
@@ -46,8 +47,11 @@ class MLPAdapter(nn.Module):
         return self.net(x.float())
 
 
-def build_encoder(cfg: ModelConfig, kind: str, item_shape: tuple[int, ...]) -> nn.Module:
-    """Build the encoder for a dataset of `kind` ("images"/"vectors") with items of `item_shape`."""
+def build_encoder(cfg: ModelConfig, kind: str, item_shape: tuple[int, ...], pretrained: bool = False) -> nn.Module:
+    """Build the encoder for a dataset of `kind` ("images"/"vectors") with items of `item_shape`. A pretrained
+    model.backbone loads its weights only with `pretrained` (training); a checkpoint brings its own."""
+    if cfg.backbone != "conv":
+        return _backbone_encoder(cfg, kind, item_shape, pretrained)
     encoder = cfg.encoder if cfg.encoder != "auto" else ("cnn" if kind == "images" else "mlp")
     if encoder == "cnn":
         if len(item_shape) != 3:
@@ -55,3 +59,15 @@ def build_encoder(cfg: ModelConfig, kind: str, item_shape: tuple[int, ...]) -> n
         return ConvEncoder(item_shape[0], item_shape[1], cfg.embedding_dim, list(cfg.cnn_widths), cfg.dropout)
     flat = int(torch.tensor(item_shape).prod())
     return nn.Sequential(nn.Flatten(), MLPAdapter(flat, cfg.embedding_dim, cfg.mlp_hidden_dim, cfg.dropout))
+
+
+def _backbone_encoder(cfg: ModelConfig, kind: str, item_shape: tuple[int, ...], pretrained: bool) -> nn.Module:
+    expected = model_input_shape(cfg.backbone, cfg.image_size)
+    if kind != "images" or tuple(item_shape) != expected:
+        size = expected[-1]
+        raise MRLError(f"model.backbone: {cfg.backbone} takes RGB images of {size}x{size} (shape {list(expected)}), "
+                       f"the data has {kind} of shape {list(item_shape)}; ingest with ingest.grayscale: false and "
+                       f"ingest.image_size: {size}")
+    backbone = build_backbone(cfg.backbone, expected[-1], cfg.weights, pretrained)
+    head = MLPAdapter(backbone.spec.feature_dim, cfg.embedding_dim, cfg.mlp_hidden_dim, cfg.dropout)
+    return BackboneEncoder(backbone, head)

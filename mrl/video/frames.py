@@ -107,9 +107,7 @@ def iter_frames(path: Path, fps: float, channels: int, size: int) -> Iterator[tu
                 last_t = frame.time
                 if frame.time + 1e-6 < next_t:
                     continue
-                # FFmpeg's scaler (area filter: a mean over the pixels each output pixel covers) on the decoder's frame
-                pixels = frame.reformat(width=size, height=size, format=fmt, interpolation="AREA").to_ndarray()
-                yield frame.time, (pixels[None] if channels == 1 else pixels.transpose(2, 0, 1))
+                yield frame.time, _model_frame(frame, fmt, size)
                 while next_t <= frame.time + 1e-6:
                     next_t += step
         except av.error.FFmpegError as e:
@@ -121,6 +119,17 @@ def iter_frames(path: Path, fps: float, channels: int, size: int) -> Iterator[tu
                            else f"{path}: empty video (no frames)")
         if declared is not None and last_t < declared - max(TRUNCATION_SLACK_S, 2 * step):
             raise MRLError(f"{path}: truncated video (frames end at {last_t:.1f}s of {declared:.1f}s)")
+
+
+def _model_frame(frame, fmt: str, size: int) -> np.ndarray:
+    """uint8 (C, size, size): the shorter side scaled to `size` by FFmpeg's scaler (area filter: a mean over the
+    pixels each output pixel covers), then the centre crop, as images are prepared (mrl.data.images)."""
+    scale = size / min(frame.width, frame.height)
+    width, height = max(size, round(frame.width * scale)), max(size, round(frame.height * scale))
+    pixels = frame.reformat(width=width, height=height, format=fmt, interpolation="AREA").to_ndarray()
+    top, left = (height - size) // 2, (width - size) // 2
+    pixels = pixels[top:top + size, left:left + size]
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
 def _reason(e: Exception) -> str:
