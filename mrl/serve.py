@@ -482,10 +482,11 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
             raise HTTPException(404, f"unknown segment id {segment_id!r}") from None
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
-    @app.api_route("/videos/{video_id:path}", methods=["GET", "HEAD"], response_class=Response,
-                   responses={200: {"content": {t: {} for t in sorted(set(VIDEO_TYPES.values()))},
-                                    "description": "the video file (206 with a Range header)"},
-                          206: {"description": "the requested byte range"}, 416: {"description": "range not satisfiable"}})
+    @app.get("/videos/{video_id:path}", response_class=Response,
+             responses={200: {"content": {t: {} for t in sorted(set(VIDEO_TYPES.values()))},
+                              "description": "the video file (206 with a Range header)"},
+                        206: {"description": "the requested byte range"}, 416: {"description": "range not satisfiable"}})
+    @app.head("/videos/{video_id:path}", include_in_schema=False)
     def video(video_id: str):
         """An indexed video from the ingested folder, with HTTP range requests (what a `<video>` element asks for).
         Only the served video index's videos, and only files inside that folder: anything else is a 404."""
