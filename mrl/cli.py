@@ -552,12 +552,16 @@ def serve(
                                                    "promotion or rollback is picked up within this (0: only on "
                                                    "POST /admin/reload); keep it well under retrieval.drop_grace_s")]
     = 30.0,
+    videos_dir: Annotated[Path | None, typer.Option(help="folder holding the indexed videos, for the page's player "
+                                                    "(GET /videos/{id}); default: the folder recorded at ingest")]
+    = None,
     tracking_uri: TrackingOpt = None,
     milvus_uri: MilvusOpt = None,
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ):
-    """HTTP funnel search over the promoted index: POST /search, /healthz, /readyz, /metrics, /admin/reload."""
+    """HTTP funnel search over the promoted index: POST /search, /healthz, /readyz, /metrics, /admin/reload, and the
+    indexed videos at /videos/{id} for the search page's player."""
     # One OpenMP thread per search (before FAISS loads, so every thread inherits it): a request is one query, and
     # OpenMP pools spinning under concurrent requests cost far more than they give.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -571,7 +575,7 @@ def serve(
                    f"{cfg.retrieval.drop_grace_s:g} s: a promotion may drop a collection this replica still serves",
                    err=True)
     app = create_app(cfg, milvus_uri, tracking_uri, query_log_dir, load_model=not no_model,
-                     query_log_max_age_s=query_log_max_age, reload_interval_s=reload_interval)
+                     query_log_max_age_s=query_log_max_age, reload_interval_s=reload_interval, videos_dir=videos_dir)
     uvicorn.run(app, host=host, port=port, access_log=access_log)
 
 

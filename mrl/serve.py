@@ -3,8 +3,9 @@
 POST /search (by vector, item id or image, or by text where the served model is a text adapter; with `"index":
 "videos"` also by clip or segment id, over the video segments index: moments with video id, span, best frame time
 and a thumbnail URL; with `funnel`/`exact` the explorer: any shortlist d0@k0 and exact search side by side),
-GET /items/{id}/thumbnail and /thumbnails/{segment_id} (PNGs stored at promotion), the search page at /, /docs and
-/redoc (served offline), /healthz, /readyz, /metrics (Prometheus), and POST /admin/reload (bearer token from
+GET /items/{id}/thumbnail and /thumbnails/{segment_id} (PNGs stored at promotion), GET /videos/{video_id} (an indexed
+video file from the ingested folder, with HTTP range requests: the search page's player), the search page at /, /docs
+and /redoc (served offline), /healthz, /readyz, /metrics (Prometheus), and POST /admin/reload (bearer token from
 $MRL_ADMIN_TOKEN; disabled when unset). Query embeddings go to a rolling window of .npy files for drift monitoring.
 """
 
@@ -32,7 +33,7 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field, model_validator
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from mrl.config import Config
 from mrl.errors import MRLError
@@ -42,6 +43,8 @@ MAX_K = 100
 MAX_K0 = 10_000
 PAGE = Path(__file__).parent / "web" / "index.html"  # the search page at /
 QUERY_KINDS = ("vector", "id", "image", "clip", "text")  # what a search request can search with (exactly one)
+VIDEO_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska",
+               ".mov": "video/quicktime", ".avi": "video/x-msvideo"}  # Content-Type of GET /videos/{id} by suffix
 
 
 class FunnelOverride(BaseModel):
@@ -191,9 +194,11 @@ def decode_image(data: str, item_shape: list[int]) -> np.ndarray:
 
 def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | None = None,
                query_log_dir: str | Path = "artifacts/query_log", load_model: bool = True, client=None,
-               query_log_max_age_s: float = 60.0, reload_interval_s: float = 30.0) -> FastAPI:
+               query_log_max_age_s: float = 60.0, reload_interval_s: float = 30.0,
+               videos_dir: str | Path | None = None) -> FastAPI:
     """The service. Every `reload_interval_s` (0: never) it checks the Milvus aliases and, when a promotion or
-    rollback moved one, loads the new collection while still serving the old one, then swaps them."""
+    rollback moved one, loads the new collection while still serving the old one, then swaps them. `videos_dir`:
+    serve the indexed videos (GET /videos/{id}) from this folder instead of the one recorded at ingest."""
     import faiss
 
     from mrl.retrieval import milvus_index as mi
@@ -317,7 +322,7 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
             ready |= {"thumbnails": s.thumbnails.stored, "explorer": explorer_ready(s.index),
                       "text_search": s.text_encoder is not None}
         if s.videos is not None:
-            ready["videos"] = describe(s.videos)
+            ready["videos"] = describe(s.videos) | {"player": bool(videos_dir or s.videos.root)}
         return ready
 
     @app.get("/metrics")
@@ -477,6 +482,26 @@ def create_app(cfg: Config, milvus_uri: str | None = None, tracking_uri: str | N
         except MRLError:
             raise HTTPException(404, f"unknown segment id {segment_id!r}") from None
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/videos/{video_id:path}", response_class=Response,
+             responses={200: {"content": {t: {} for t in sorted(set(VIDEO_TYPES.values()))},
+                              "description": "the video file (206 with a Range header)"},
+                        206: {"description": "the requested byte range"}, 416: {"description": "range not satisfiable"}})
+    @app.head("/videos/{video_id:path}", include_in_schema=False)
+    def video(video_id: str):
+        """An indexed video from the ingested folder, with HTTP range requests (what a `<video>` element asks for).
+        Only the served video index's videos, and only files inside that folder: anything else is a 404."""
+        s = served()
+        if s.videos is None:
+            raise HTTPException(404, f"no videos index is served (Milvus alias {cfg.video.collection_prefix} "
+                                     "does not exist)")
+        try:
+            path = s.videos.video_file(video_id, videos_dir)
+        except MRLError as e:
+            raise HTTPException(404, str(e)) from None
+        # Starlette's FileResponse answers Range requests itself: 206 with Content-Range, 416 past the end.
+        return FileResponse(path, media_type=VIDEO_TYPES.get(path.suffix.lower(), "application/octet-stream"),
+                            headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/items/{item_id:path}/thumbnail", response_class=Response,
              responses={200: {"content": {"image/png": {}}, "description": "the item's thumbnail, stored at promotion"}})

@@ -136,11 +136,13 @@ class CollectionInfo:
     k: int
     previous: str | None  # the collection this one replaced, for rollback
     data_sha256: str | None = None  # the catalogue file that was indexed (lineage; None: not recorded)
+    video_root: str | None = None  # video collections: the ingested folder the video ids are relative to (GET /videos)
 
     def describe(self) -> str:
         return json.dumps({"model_name": self.model_name, "model_version": self.model_version,
                            "funnel": self.funnel.to_dict(), "nesting_dims": self.nesting_dims, "k": self.k,
-                           "previous": self.previous, "data_sha256": self.data_sha256})
+                           "previous": self.previous, "data_sha256": self.data_sha256}
+                          | ({"video_root": self.video_root} if self.video_root else {}))
 
     @classmethod
     def read(cls, client, name: str) -> CollectionInfo:
@@ -148,7 +150,7 @@ class CollectionInfo:
         if "funnel" not in d:
             raise MRLError(f"Milvus collection {name}: not created by `mrl promote` (no {INFO_PROPERTY} property)")
         return cls(name, d["model_name"], str(d["model_version"]), Funnel.from_dict(d["funnel"]),
-                   list(d["nesting_dims"]), int(d["k"]), d.get("previous"), d.get("data_sha256"))
+                   list(d["nesting_dims"]), int(d["k"]), d.get("previous"), d.get("data_sha256"), d.get("video_root"))
 
 
 def alias_target(client, alias: str) -> str | None:

@@ -33,6 +33,7 @@ class Frames:
     durations: np.ndarray  # float64 (V,): each video's duration in seconds
     fps: float  # sampling rate
     skipped: list[str] = field(default_factory=list)  # "path: reason" of files left out (video.on_bad_file: skip)
+    root: str = ""  # the ingested folder, absolute and resolved (video ids are relative to it); "": not recorded
 
     def __len__(self) -> int:
         return len(self.video_ids)
@@ -59,7 +60,7 @@ def save_frames(f: Frames, path: str | Path) -> Path:
     check_frames(f, str(path))
     arrays = dict(kind=np.array("video_frames"), video_ids=f.video_ids.astype(str), times=f.times.astype(np.float64),
                   pixels=f.pixels, videos=f.videos.astype(str), durations=f.durations.astype(np.float64),
-                  fps=np.array(f.fps), skipped=np.array(f.skipped, dtype=str))
+                  fps=np.array(f.fps), skipped=np.array(f.skipped, dtype=str), root=np.array(f.root))
     atomic_write(path, lambda out: np.savez_compressed(out, **arrays))
     return path
 
@@ -71,7 +72,7 @@ def load_frames(path: str | Path, check: bool = True) -> Frames:
             if str(z["kind"]) != "video_frames":
                 raise MRLError(f"{path}: a {z['kind']} artifact, not video frames (from `mrl ingest --source video`)")
             f = Frames(z["video_ids"], z["times"], z["pixels"], z["videos"], z["durations"], float(z["fps"]),
-                       [str(s) for s in z["skipped"]])
+                       [str(s) for s in z["skipped"]], str(z["root"]) if "root" in z else "")  # older: no root
     except FileNotFoundError:
         raise MRLError(f"{path}: frames file not found") from None
     except (OSError, ValueError, KeyError) as e:
@@ -205,7 +206,7 @@ def ingest_videos(root: str | Path, output: str | Path, vcfg: VideoConfig, icfg:
     if not videos:
         raise MRLError(f"{root}: no readable videos ({len(skipped)} skipped: {skipped[0]})")
     frames = Frames(np.array(video_ids), np.array(times, dtype=np.float64), np.stack(pixels), np.array(videos),
-                    np.array(durations, dtype=np.float64), vcfg.fps, skipped)
+                    np.array(durations, dtype=np.float64), vcfg.fps, skipped, str(root.resolve()))
     path = save_frames(frames, output)
     return VideoIngestResult(path, len(videos), len(frames), float(sum(durations)) / 3600,
                              time.perf_counter() - started, skipped)

@@ -121,7 +121,7 @@ def _promote_segments(cfg: Config, segments: Segments, dims: list[int], client, 
     backend = resolve_backend(rc.serve_backend, milvus_uri, client)
     _, funnel = choose_segment_funnel(cfg, segments, dims, backend, log)
     info = mi.CollectionInfo(name, segments.meta["model_name"], str(segments.meta["model_version"]), funnel, dims,
-                             rc.k, current)
+                             rc.k, current, video_root=segments.meta.get("video_root") or None)
     try:
         mi.create_collection(client, info, segments.embeddings.shape[1], rc.index_type, rc.hnsw_m,
                              rc.hnsw_ef_construction, extra_fields=SEGMENT_FIELDS)

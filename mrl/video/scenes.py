@@ -34,7 +34,7 @@ class Segments:
     frame_embeddings: np.ndarray  # float32 (N, D), normalized
     videos: np.ndarray  # str (V,)
     durations: np.ndarray  # float64 (V,)
-    meta: dict  # model name and version, scene_dim, segmenter, fps
+    meta: dict  # model name and version, scene_dim, segmenter, fps, video_root (the ingested folder; "": unknown)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -146,7 +146,8 @@ def build_segments(frames: Frames, embeddings: np.ndarray, vcfg: VideoConfig, sc
     return Segments(np.array(ids), np.array(video_ids), np.array(starts), np.array(ends),
                     np.stack(vectors).astype(np.float32), np.array(ranges, dtype=np.int64), np.stack(thumbs),
                     frames.times, embeddings.astype(np.float32), frames.videos, frames.durations,
-                    meta | {"scene_dim": scene_dim, "segmenter": vcfg.segmenter, "fps": frames.fps})
+                    meta | {"scene_dim": scene_dim, "segmenter": vcfg.segmenter, "fps": frames.fps,
+                            "video_root": frames.root})
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -75,20 +75,23 @@ class VideoIndex:
         self.funnel = open_index(client, name, cfg.retrieval, backend, log)
         self.info = self.funnel.info
         client.load_collection(frames_collection(name))  # a no-op when loaded; needed after a restart
-        self.spans = self._read_spans()
+        self.spans, self.video_ids = self._read_spans()
+        self.root = self.info.video_root  # the ingested folder (None: promoted before it was recorded)
         self.frames = self._read_frames() if backend == "memory" else None
         self.thumbnails = mi.Thumbnails(client, name)
 
-    def _read_spans(self) -> dict[str, tuple[float, float]]:
-        spans = {}
+    def _read_spans(self) -> tuple[dict[str, tuple[float, float]], set[str]]:
+        """segment id -> (start_s, end_s), and the set of video ids."""
+        spans, videos = {}, set()
         iterator = self.client.query_iterator(self.name, batch_size=16_000, filter="",
-                                              output_fields=["id", "start_s", "end_s"])
+                                              output_fields=["id", "label", "start_s", "end_s"])
         try:
             while page := iterator.next():
                 spans |= {r["id"]: (float(r["start_s"]), float(r["end_s"])) for r in page}
+                videos |= {r["label"] for r in page}
         finally:
             iterator.close()
-        return spans
+        return spans, videos
 
     def _read_frames(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """video id -> (times, float16 full embeddings), time-ordered."""
@@ -167,11 +170,37 @@ class VideoIndex:
             raise MRLError(f"unknown segment id {segment_id!r} in {self.name}")
         return self.funnel.vector_of(segment_id)
 
+    def video_file(self, video_id: str, root: str | Path | None = None) -> Path:
+        """The file of an indexed video under `root` (default: the folder recorded at ingest); MRLError unless the id
+        is one of this index's videos and the file, symlinks resolved, is a regular file inside that folder."""
+        if video_id not in self.video_ids:
+            raise MRLError(f"unknown video id {video_id[:200]!r} in {self.name}")
+        root = root or self.root
+        if not root:
+            raise MRLError(f"collection {self.name} records no video folder (promoted before it was recorded); start "
+                           "the service with --videos-dir")
+        return resolve_inside(root, video_id)
+
     def thumbnail(self, segment_id: str) -> bytes:
         """The segment's thumbnail (PNG); MRLError if the id is unknown."""
         if segment_id not in self.spans:
             raise MRLError(f"unknown segment id {segment_id!r} in {self.name}")
         return self.thumbnails.png(segment_id)
+
+
+def resolve_inside(root: str | Path, relative: str) -> Path:
+    """root/relative with symlinks resolved; MRLError unless `relative` is a relative path without `..` and the
+    resolved file is a regular file inside the resolved root (no way out: absolute paths, `..`, symlinks out)."""
+    base = Path(root).resolve()
+    parts = PurePosixPath(relative).parts
+    if not parts or PurePosixPath(relative).is_absolute() or ".." in parts or "\\" in relative or "\0" in relative:
+        raise MRLError(f"{relative[:200]!r}: not a path inside the video folder")
+    path = base.joinpath(*parts).resolve()
+    if not path.is_relative_to(base) or path == base:
+        raise MRLError(f"{relative[:200]!r}: leads outside the video folder")
+    if not path.is_file():
+        raise MRLError(f"{relative[:200]!r}: no such video file in the video folder")
+    return path
 
 
 def _quoted(value: str) -> str:

@@ -83,10 +83,10 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
-def wait_for(driver, condition, timeout: float = 30.0):
+def wait_for(driver, condition, timeout: float = 30.0, poll: float = 0.5):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(lambda d: condition(d))
+    return WebDriverWait(driver, timeout, poll_frequency=poll).until(lambda d: condition(d))
 
 
 def hit_ids(driver) -> list[str]:
@@ -158,7 +158,7 @@ def test_api_docs_render_without_internet(server, browser):
     browser.get(url + "/docs")
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
     paths = {e.text.replace("\u200b", "") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
-    assert {"/search", "/items/{item_id}/thumbnail", "/readyz"} <= paths
+    assert {"/search", "/items/{item_id}/thumbnail", "/readyz", "/videos/{video_id}"} <= paths
     browser.get(url + "/redoc")
     wait_for(browser, lambda d: "mrl search" in d.find_element(By.TAG_NAME, "body").text and
              d.find_elements(By.CSS_SELECTOR, "[data-section-id]"))
@@ -220,3 +220,89 @@ def test_a_text_index_gets_a_text_box_and_shows_the_apis_documents(text_server, 
     labels = browser.execute_script("return [...document.querySelectorAll('#results .hit .label')].map(e => e.textContent)")
     assert labels == [h["text"] for h in api["results"]]  # each document's text, not a thumbnail
     assert browser.execute_script("return document.querySelectorAll('#results .hit img').length") == 0
+
+
+@pytest.fixture(scope="module")
+def video_server(tiny_models, browser, tmp_path_factory):
+    """A video index served alone: three generated videos (H.264 MP4, as the demo corpus, where this browser plays it;
+    else VP9 WebM), the tiny model (seed 0) as champion, 3-second windows as segments, promoted to Milvus Lite."""
+    from mlflow import MlflowClient
+
+    from mrl.serve import create_app
+    from mrl.video.frames import ingest_videos
+    from mrl.video.index import promote_segments
+    from mrl.video.scenes import segment_videos
+    from mrl.video.synth import generate_corpus
+
+    tmp = tmp_path_factory.mktemp("video-page")
+    setup = tiny_models.register(tmp, seeds=[0])
+    cfg = load_config(None, [*SERVICE_PARAMS, "retrieval.serve_backend=memory", "video.segmenter=windows",
+                             "video.window_s=3", "video.window_stride_s=3"])
+    MlflowClient(setup["uri"]).set_registered_model_alias(cfg.registry.model_name, "champion", "1")
+    h264 = browser.execute_script("return document.createElement('video').canPlayType('video/mp4; codecs=\"avc1.64001E\"')")
+    suffix, codec = (".mp4", "h264") if h264 == "probably" else (".webm", "libvpx-vp9")
+    generate_corpus(tmp / "videos", 3, mean_video_s=12, fashion_mnist_dir=setup["raw"], seed=1, continuous_share=0,
+                    suffix=suffix, codec=codec, progress=False)
+    frames = ingest_videos(tmp / "videos", tmp / "frames.npz", cfg.video, cfg.ingest, log=lambda _: None).path
+    segments = segment_videos(cfg, frames, tmp / "segments.npz", setup["uri"], log=lambda _: None).path
+    milvus = str(tmp / "milvus.db")
+    promote_segments(cfg, segments, milvus, log=lambda _: None)
+    url, uv = serve_in_thread(create_app(cfg, milvus, setup["uri"], tmp / "qlog", reload_interval_s=0))
+    yield url, frames, codec
+    uv.should_exit = True
+
+
+def test_a_video_hit_plays_its_moment_in_the_player(video_server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from mrl.video.frames import load_frames
+
+    url, frames_path, codec = video_server
+    frames = load_frames(frames_path)
+    row = int(frames.rows_of(frames.videos[1])[len(frames.rows_of(frames.videos[1])) // 2])  # mid-way through video 1
+    query = tmp_path / "still.png"
+    Image.fromarray(frames.pixels[row, 0]).save(query)
+
+    browser.get(url + "/")
+    wait_for(browser, lambda d: "videos: videos_v1" in d.find_element(By.ID, "status").text)
+    assert browser.find_element(By.ID, "index").get_attribute("value") == "videos"
+    browser.find_element(By.ID, "file").send_keys(str(query))
+    wait_for(browser, lambda d: "results from videos_v1" in d.find_element(By.ID, "summary").text)
+    body = {"image": base64.b64encode(query.read_bytes()).decode(), "k": 10, "index": "videos"}
+    api = httpx.post(url + "/search", json=body, timeout=30).json()["results"]
+    assert hit_ids(browser) == [h["segment_id"] for h in api]
+    top = api[0]
+    assert top["video_id"] == frames.video_ids[row]  # the still's own video comes first
+    assert top["segment_start_s"] <= top["start_s"] <= top["best_s"] < top["end_s"] <= top["segment_end_s"]
+    assert top["best_s"] > 0 and top["end_s"] - top["start_s"] <= 3.0 + 1e-6  # a moment inside one 3 s window
+    assert browser.find_element(By.CSS_SELECTOR, "#results .hit .label").text == top["video_id"]
+    assert not browser.find_element(By.ID, "player-panel").is_displayed()
+
+    browser.find_elements(By.CSS_SELECTOR, "#results .hit")[0].click()
+    wait_for(browser, lambda d: d.find_element(By.ID, "player-panel").is_displayed())
+    assert browser.find_element(By.ID, "player").get_attribute("src") == f"{url}/videos/{top['video_id']}"
+    assert browser.find_element(By.ID, "player-title").text == top["video_id"]
+    assert "best frame at" in browser.find_element(By.ID, "player-span").text
+    state = "const v = document.getElementById('player'); " \
+            "return {t: v.currentTime, ready: v.readyState, seeking: v.seeking, paused: v.paused, ended: v.ended, " \
+            "error: v.error && v.error.code, duration: v.duration};"
+    # Seeked to the best frame once the metadata was in: the playhead lands inside the hit's span (polled every 50 ms:
+    # it plays on from the best frame, at least one sampling step before the span's end).
+    landed = wait_for(browser, lambda d: (s := d.execute_script(state))["error"] is None and s["ready"] >= 1
+                      and not s["seeking"] and s["t"] > 0 and top["start_s"] - 0.05 <= s["t"] <= top["end_s"] + 0.05
+                      and s, timeout=30, poll=0.05)
+    assert landed["t"] >= top["best_s"] - 0.05, landed
+    seeked_to = float(wait_for(browser, lambda d: d.find_element(By.ID, "player").get_attribute("data-seeked-to")))
+    assert seeked_to == pytest.approx(top["best_s"], abs=0.05)
+    # ... and plays (muted, so no gesture is needed for it).
+    playing = wait_for(browser, lambda d: (s := d.execute_script(state))["ended"]
+                       or ((not s["paused"] and s["t"] > landed["t"] + 0.1) and s), timeout=30)
+    assert browser.execute_script("return document.getElementById('player').muted") is True
+    assert browser.find_element(By.ID, "player-error").text == ""
+    browser.execute_script("document.getElementById('player').pause()")
+    shots = Path(os.environ.get("MRL_SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(shots / "player.png"))
+    print(f"codec {codec}: seeked to {seeked_to:.2f}s, playhead seen at {landed['t']:.2f}s in {top['start_s']:.2f}-"
+          f"{top['end_s']:.2f}s (best {top['best_s']:.2f}s), played to {playing['t']:.2f}s; screenshot "
+          f"{shots / 'player.png'}")

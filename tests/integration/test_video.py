@@ -245,3 +245,122 @@ def test_service_returns_moments_and_thumbnails(corpus, promoted, tmp_path):
     # Video queries have a query-log window of their own (flushed at shutdown), apart from the items' drift window.
     assert len(np.load(next((tmp_path / "qlog" / "videos").glob("queries-*.npy")))) == 2  # image and clip; not by id
     assert not list((tmp_path / "qlog").glob("queries-*.npy"))
+
+
+def test_frames_record_the_ingested_folder_and_older_artifacts_still_load(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_video(folder / "clip.mp4", np.zeros((10, 32, 32), np.uint8), 10)
+    cfg = load_config(None)
+    path = ingest_videos(tmp_path / "." / "in", tmp_path / "frames.npz", cfg.video, cfg.ingest, log=lambda _: None).path
+    assert load_frames(path).root == str(folder.resolve())
+    with np.load(path) as z:  # an artifact written before the folder was recorded
+        np.savez(tmp_path / "old.npz", **{k: z[k] for k in z.files if k != "root"})
+    assert load_frames(tmp_path / "old.npz").root == ""
+
+
+@pytest.fixture
+def video_service(corpus, promoted, tmp_path, monkeypatch):
+    """The service over the promoted corpus (model off), and the paths of every FileResponse it built."""
+    from mrl import serve
+    from mrl.serve import create_app
+
+    client, uri = promoted
+    opened, real_file_response = [], serve.FileResponse
+
+    def recording_file_response(path, *args, **kwargs):
+        opened.append(path)
+        return real_file_response(path, *args, **kwargs)
+
+    monkeypatch.setattr(serve, "FileResponse", recording_file_response)
+
+    def start(**kwargs):
+        return TestClient(create_app(corpus["cfg"], uri, corpus["uri"], tmp_path / "qlog", load_model=False,
+                                     client=client, reload_interval_s=0, **kwargs))
+    return start, opened
+
+
+@pytest.mark.slow  # the corpus: a registered model, generated videos, frames and segments
+def test_videos_are_served_with_range_requests(corpus, video_service):
+    start, opened = video_service
+    frames = load_frames(corpus["frames"])
+    assert frames.root == str((corpus["tmp"] / "videos").resolve())
+    assert load_segments(corpus["segments"]).meta["video_root"] == frames.root
+    video = str(frames.videos[1])
+    data = (corpus["tmp"] / "videos" / video).read_bytes()
+    with start() as http:
+        assert http.get("/readyz").json()["videos"]["player"] is True
+        full = http.get(f"/videos/{video}")
+        assert full.status_code == 200 and full.content == data
+        assert full.headers["content-type"] == "video/mp4" and full.headers["accept-ranges"] == "bytes"
+        assert int(full.headers["content-length"]) == len(data)
+        part = http.get(f"/videos/{video}", headers={"Range": "bytes=100-1099"})
+        assert part.status_code == 206 and part.content == data[100:1100]
+        assert part.headers["content-range"] == f"bytes 100-1099/{len(data)}" and part.headers["content-length"] == "1000"
+        tail = http.get(f"/videos/{video}", headers={"Range": "bytes=-500"})  # a suffix range: the last 500 bytes
+        assert tail.status_code == 206 and tail.content == data[-500:]
+        assert tail.headers["content-range"] == f"bytes {len(data) - 500}-{len(data) - 1}/{len(data)}"
+        rest = http.get(f"/videos/{video}", headers={"Range": f"bytes={len(data) - 10}-"})  # what a player asks
+        assert rest.status_code == 206 and rest.content == data[-10:]
+        past = http.get(f"/videos/{video}", headers={"Range": f"bytes={len(data)}-{len(data) + 10}"})
+        assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{len(data)}"
+        head = http.head(f"/videos/{video}")
+        assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) == len(data)
+    assert len(opened) == 6 and all(p == (corpus["tmp"] / "videos" / video).resolve() for p in opened)
+
+
+@pytest.mark.slow  # the corpus: a registered model, generated videos, frames and segments
+def test_videos_outside_the_indexed_folder_or_not_indexed_are_404(corpus, video_service, tmp_path):
+    import shutil
+    from urllib.parse import quote
+
+    start, opened = video_service
+    frames = load_frames(corpus["frames"])
+    # A copy of the folder (served with videos_dir) where one indexed video is a symlink to a file outside it.
+    folder = tmp_path / "served"
+    shutil.copytree(corpus["tmp"] / "videos", folder)
+    secret = tmp_path / "secret.mp4"
+    secret.write_bytes(b"SECRET outside the video folder")
+    symlinked = str(frames.videos[0])
+    (folder / symlinked).unlink()
+    (folder / symlinked).symlink_to(secret)
+    inside = folder / "inner.mp4"  # a symlink that stays inside the folder is followed (for an indexed id only)
+    inside.symlink_to(folder / str(frames.videos[2]))
+    with start(videos_dir=folder) as http:
+        good = http.get(f"/videos/{frames.videos[1]}")
+        assert good.status_code == 200 and good.content == (folder / str(frames.videos[1])).read_bytes()
+        opened.clear()
+        for path, message in [
+            (f"/videos/{symlinked}", "leads outside the video folder"),  # an indexed id, but a symlink out
+            ("/videos/..%2F..%2Fetc%2Fpasswd", "unknown video id"),
+            ("/videos/..%2Fsecret.mp4", "unknown video id"),
+            ("/videos/%2Fetc%2Fpasswd", "unknown video id"),  # absolute
+            ("/videos/" + quote(str(folder / str(frames.videos[1])), safe=""), "unknown video id"),  # absolute, inside
+            ("/videos/ground_truth.json", "unknown video id"),  # in the folder, but not an indexed video
+            ("/videos/inner.mp4", "unknown video id"),
+            ("/videos/nope.mp4", "unknown video id"),
+        ]:
+            response = http.get(path, headers={"Range": "bytes=0-99"})
+            assert response.status_code == 404, (path, response.status_code)
+            assert response.headers["content-type"] == "application/json" and "\n" not in response.text
+            assert message in response.json()["detail"] and b"SECRET" not in response.content, response.text
+        assert opened == []  # no file was opened for any of them
+    assert (corpus["tmp"] / "videos" / symlinked).is_file() and not (corpus["tmp"] / "videos" / symlinked).is_symlink()
+
+
+def test_resolve_inside_refuses_every_way_out(tmp_path):
+    from mrl.video.search import resolve_inside
+
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.mp4").write_bytes(b"a")
+    (tmp_path / "out.mp4").write_bytes(b"out")
+    (root / "link-out.mp4").symlink_to(tmp_path / "out.mp4")
+    (root / "dir-out").symlink_to(tmp_path)
+    (root / "link-in.mp4").symlink_to(root / "sub" / "a.mp4")
+    assert resolve_inside(root, "sub/a.mp4") == (root / "sub" / "a.mp4").resolve()
+    assert resolve_inside(root, "link-in.mp4") == (root / "sub" / "a.mp4").resolve()
+    for bad in ["../out.mp4", "sub/../../out.mp4", "sub/../a.mp4", str(tmp_path / "out.mp4"), "/etc/passwd",
+                "link-out.mp4", "dir-out/out.mp4", "sub", "", ".", "sub/missing.mp4", "..\\out.mp4", "a\0b"]:
+        with pytest.raises(MRLError):
+            resolve_inside(root, bad)
