@@ -44,7 +44,6 @@ from mrl.video.synth import (
     GROUND_TRUTH,
     _encoder,
     _frames_of,
-    _pick_items,
     _scene_lengths,
     load_ground_truth,
     write_yuv420,
@@ -327,19 +326,29 @@ def _frames(rng: np.random.Generator, shots: list[_Shot], total: int, size: tupl
         yield tuple(np.clip(p, 0, 255).astype(np.uint8) for p in planes)
 
 
+def _pick_photos(rng: np.random.Generator, n: int, n_query: int, n_distract: int, share: float) -> np.ndarray:
+    """A photo per scene (index into queries + distractors): a distractor with probability `share`, photos not yet
+    in this video first, and never the same photo in two scenes in a row (a boundary must change the photo) unless
+    there is only one photo."""
+    items: list[int] = []
+    everything = range(n_query + n_distract)
+    for _ in range(n):
+        pool = range(n_query, n_query + n_distract) if n_distract and rng.random() < share else range(n_query)
+        last = items[-1] if items else -1
+        allowed = [i for i in pool if i != last] or [i for i in everything if i != last] or list(pool)
+        fresh = [i for i in allowed if i not in items] or allowed
+        items.append(fresh[rng.integers(len(fresh))])
+    return np.array(items, np.int64)
+
+
 def _plan(rng: np.random.Generator, total: int, fps: int, n_query: int, n_distract: int, share: float,
           scene_s: tuple[float, float]) -> tuple[list[int], np.ndarray, list[int]]:
     """Scene lengths (frames), photo per scene (index into queries + distractors) and half-fade per inner boundary
     (frames, 0 = hard cut)."""
     lengths = _scene_lengths(rng, total, scene_s, fps)
-    n = len(lengths)
-    distract = rng.random(n) < share if n_distract else np.zeros(n, bool)
-    items = np.empty(n, np.int64)
-    items[~distract] = _pick_items(rng, n_query, int((~distract).sum()))
-    if distract.any():
-        items[distract] = n_query + _pick_items(rng, n_distract, int(distract.sum()))
+    items = _pick_photos(rng, len(lengths), n_query, n_distract, share)
     halves = []
-    for j in range(1, n):  # a scene never fades away more than half of itself
+    for j in range(1, len(lengths)):  # a scene never fades away more than half of itself
         h = max(1, round(rng.uniform(*FADE_S) * fps / 2)) if rng.random() < FADE_SHARE else 0
         halves.append(min(h, lengths[j - 1] // 2, lengths[j] // 2))
     return lengths, items, halves
