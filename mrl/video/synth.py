@@ -246,11 +246,22 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int, codec: str = "h2
     """Write (T, H, W) uint8 grayscale frames (full range, 0 = black) as yuv420p through a temporary name: a crash
     never leaves half a video under the real name."""
     path = Path(path)
-    name = _encoder(codec).name
     _, h, w = frames.shape
+    luma = np.take(_LUMA, np.asarray(frames, np.uint8))
+    grey = np.full((h // 2, w // 2), 128, np.uint8)
+    return write_yuv420(path, ((y, grey, grey) for y in luma), fps, codec, (w, h))
+
+
+def write_yuv420(path: str | Path, planes, fps: int, codec: str, size: tuple[int, int],
+                 bit_rate: int = BIT_RATE) -> Path:
+    """Write frames given as an iterable of (Y (H, W), U (H/2, W/2), V (H/2, W/2)) uint8 planes, already in limited
+    ("TV") range, through a temporary name. An iterable, not an array: long colour videos need not fit in memory.
+    `bit_rate` (bits/s) applies to encoders without a quality option in ENCODER_OPTIONS."""
+    path = Path(path)
+    name = _encoder(codec).name
+    w, h = size
     if h % 2 or w % 2:
         raise MRLError(f"{path}: frame size {w}x{h} must be even (yuv420p halves the chroma planes)")
-    luma = np.take(_LUMA, np.asarray(frames, np.uint8))
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # keeps the suffix: PyAV picks the container by it
     try:
         with av.open(str(tmp), "w") as container:
@@ -261,17 +272,16 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int, codec: str = "h2
             if name in ENCODER_OPTIONS:
                 stream.options = dict(ENCODER_OPTIONS[name])
             if name not in ("libx264", "libsvtav1"):
-                stream.bit_rate = BIT_RATE
+                stream.bit_rate = bit_rate
             # Filling the planes of a new frame costs a sixth of from_ndarray, which was a third of encoding. Planes
             # may be padded to an aligned line size, so each is written as (height, line_size).
             frame = av.VideoFrame(w, h, "yuv420p")
-            y_plane = np.zeros((h, frame.planes[0].line_size), np.uint8)
-            chroma = [np.full((p.height, p.line_size), 128, np.uint8) for p in frame.planes[1:]]
-            for i, y in enumerate(luma):
+            padded = [np.zeros((p.height, p.line_size), np.uint8) for p in frame.planes]
+            for i, values in enumerate(planes):
                 frame = av.VideoFrame(w, h, "yuv420p")  # a fresh one each time: the encoder may hold the last
-                y_plane[:, :w] = y
-                for plane, values in zip(frame.planes, (y_plane, *chroma)):
-                    plane.update(values)
+                for plane, buffer, value in zip(frame.planes, padded, values):
+                    buffer[:, : value.shape[1]] = value
+                    plane.update(buffer)
                 frame.pts = i
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
