@@ -7,7 +7,7 @@ FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 ARTIFACTS ?= artifacts
 MRL := $(BIN)/mrl
 
-.PHONY: install data demo demo-containers repro test test-fast image podman-socket test-container bench-quality bench-retrieval bench-video bench-text bench-load bench-drift lint compile clean
+.PHONY: install data demo demo-video bench-photo-video demo-containers repro test test-fast image podman-socket test-container bench-quality bench-retrieval bench-video bench-text bench-load bench-drift lint compile clean
 
 install: $(VENV)/.installed
 	@bash scripts/get-actionlint.sh .tools/actionlint
@@ -26,6 +26,11 @@ data:
 # promote the index -> drift check of the held-out split).
 demo: install data
 	$(MRL) pipeline run --params params.yaml --input $(FASHION_MNIST_DIR)
+
+# The second demo: moment search in footage of real photographs, with a pretrained backbone under an MRL head
+# (scripts/demo-video.sh; photos from Debian packages, everything in artifacts/demo-video/).
+demo-video: install
+	@bash scripts/demo-video.sh
 
 # The same stages without Kubeflow, cached by DVC (see dvc.yaml).
 repro: install data
@@ -96,6 +101,13 @@ bench-retrieval: install data
 bench-video: install data
 	@test -n "$(MODEL)" || { echo "error: no trained model; run make demo first or pass MODEL=path/to/model.pt" >&2; exit 2; }
 	$(BIN)/python bench/video.py --model $(MODEL) --data-dir $(FASHION_MNIST_DIR) --out bench/results/video.md
+
+# Real photos: the MRL head over the frozen EfficientNet-Lite0 against the backbone truncated, PCA and full dim, the
+# served funnel, ingest speed and scene cuts, on footage of photos the head never saw (cached under
+# artifacts/bench/photo-video/).
+bench-photo-video: install
+	@bash scripts/get-photos.sh
+	$(BIN)/python bench/photo_video.py --out bench/results/photo-video.md
 
 # Text: a Matryoshka adapter over all-MiniLM-L6-v2 trained on WordNet as a reverse dictionary (Debian's wordnet-base,
 # installed when missing), against the base truncated to each dim, PCA and the base at full dim. Base embeddings are
