@@ -173,7 +173,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-@lru_cache(maxsize=16)  # ~3 MB each at 1280 px: a worker keeps the photos of its last few scenes
+@lru_cache(maxsize=4)  # ~3 MB each at 1280 px; _working keeps what the footage needs
 def load_photo(path: str, max_side: int = MAX_SIDE) -> Image.Image:
     """A photo as an upright RGB image whose longer side is at most max_side px."""
     try:
@@ -218,7 +218,7 @@ class _Shot:
     noise_c: np.ndarray  # (H/2 + PAD/2, W/2 + PAD/2) int16
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=64)  # at most ~1.3 MB each (640 px frames): a worker decodes each photo once, not per scene
 def _working(path: str, size: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
     """The photo at working resolution for frames of `size`, as luma (L) and, at half that size, YCbCr for the
     half-size chroma planes. A 480 px frame cropped from these costs a third of a crop from a 1280 px RGB photo
