@@ -66,8 +66,11 @@ def registered_onnx(model_uri: str, tracking_uri: str | None = None) -> OnnxMode
     try:
         run_id = c.get_model_version(name, version).run_id
         artifact = c.get_run(run_id).data.tags.get(ONNX_TAG)
-        if not artifact:
-            return None
+    except MlflowException:
+        return None  # not a model version of this registry: loading the model says so, naming it
+    if not artifact:
+        return None
+    try:
         return OnnxModel(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact))
     except (MlflowException, OSError) as e:
         raise MRLError(f"{model_uri}: cannot load its ONNX graph ({str(e).splitlines()[0]})") from None

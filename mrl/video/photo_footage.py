@@ -86,13 +86,14 @@ class Photo:
 # --- photos -------------------------------------------------------------------------------------
 
 def photo_group(prefix: str, stem: str) -> str:
-    """The group of a photo: its stem without a view marker. left07/right07 -> "stereo07", aloeL/aloeR -> "aloe",
+    """The group of a photo: its stem without a view marker. left01..right14 -> "calibration" (one calibration
+    series: the same person, room and chessboard in every shot), aloeL/aloeR -> "aloe",
     leuvenA/B -> "leuven", aero1/aero3 -> "aero", motorcycle_left/right -> "motorcycle", ela_original/modified
     -> "ela"; left/right (one stereo pair) -> "stereo". Only one trailing digit counts as a view number, so
     img_1234-style camera names stay apart."""
     m = re.fullmatch(r"(?:left|right)(\d*)", stem)
     if m:
-        return f"{prefix}/stereo{m.group(1)}"
+        return f"{prefix}/calibration" if m.group(1) else f"{prefix}/stereo"
     for rule in (r"(.+)_(?:left|right|original|modified)", r"(.*[a-z])[LRAB]", r"(.*[a-z])\d"):
         m = re.fullmatch(rule, stem)
         if m:

@@ -105,3 +105,25 @@ def test_cli_lists_skipped_photos(photo_folder, tmp_path):
     assert not (tmp_path / "a.npz").exists()
     lines = ok(invoke(*common, "--set", "ingest.on_bad_file=skip", "--output", tmp_path / "b.npz"))
     assert any("skipped 1 files" in line for line in lines) and any("empty.png" in line for line in lines)
+
+
+def test_photo_crops_make_an_image_folder_one_class_per_photo(tmp_path):
+    from mrl.config import load_config
+    from mrl.data.photo_crops import write_photo_crops
+    from mrl.video.photo_footage import Photo
+
+    rng = np.random.default_rng(0)
+    photos = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.jpg"
+        Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(path)
+        photos.append(Photo(f"test/{name}", str(path), f"test/{name}"))
+    assert write_photo_crops(tmp_path / "crops", photos, 3) == 6
+    assert sorted(p.name for p in (tmp_path / "crops").iterdir()) == ["test_a", "test_b"]
+    sizes = {Image.open(p).size for p in (tmp_path / "crops").rglob("*.jpg")}
+    assert len(sizes) > 1 and max(max(s) for s in sizes) <= 320  # random crops, stored small
+    r = ingest("image_folder", tmp_path / "crops", tmp_path / "ds.npz", RGB)
+    assert r.classes == ["test_a", "test_b"] and r.item_shape == (3, 32, 32)
+    # the second demo's params file is valid and asks for what the demo needs
+    cfg = load_config("scripts/photo-video-params.yaml")
+    assert (cfg.model.backbone, cfg.ingest.image_size, cfg.ingest.grayscale) == ("efficientnet_lite0", 224, False)

@@ -85,7 +85,7 @@ def test_find_photos_names_groups_and_reads_every_mode(tmp_path):
     name = tmp_path.name
     assert [p.id.split("/")[1] for p in photos] == ["aloeL", "aloeR", "cmyk", "deep", "left07", "right07", "turned"]
     groups = {p.id.split("/")[1]: p.group for p in photos}
-    assert groups["left07"] == groups["right07"] == f"{name}/stereo07"
+    assert groups["left07"] == groups["right07"] == f"{name}/calibration"
     assert groups["aloeL"] == groups["aloeR"] == f"{name}/aloe"
     for p in photos:
         assert load_photo(p.path).mode == "RGB"
