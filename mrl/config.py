@@ -89,11 +89,15 @@ class ModelConfig(_Section):
 
 class LossConfig(_Section):
     # mrl: one linear head per prefix; mrl_e: one tied head, prefix m uses W[:, :m];
-    # contrastive: InfoNCE between two augmented views, no labels needed.
+    # contrastive: InfoNCE between two augmented views, no labels needed (the instance objective);
+    # similarity: every prefix keeps the base embedding's in-batch similarities (a frozen backbone's features, or the
+    # vectors of an embeddings table), plus instance_weight x InfoNCE between views; no labels needed.
     # A fixed-feature (FF) baseline is "mrl" with a single nesting dim.
-    objective: Literal["mrl", "mrl_e", "contrastive"] = "mrl"
+    objective: Literal["mrl", "mrl_e", "contrastive", "similarity"] = "mrl"
     dim_weights: list[float] | None = None  # relative weight of each prefix's loss; None: all 1.0
     temperature: float = Field(0.1, gt=0)  # contrastive: softmax temperature of InfoNCE
+    similarity_tau: float = Field(0.05, gt=0)  # similarity: softmax temperature of the similarity distributions
+    instance_weight: float = Field(0.2, ge=0)  # similarity: weight of the InfoNCE term between two views
 
 
 class TrainConfig(_Section):
@@ -240,6 +244,9 @@ class VideoConfig(_Section):
     window_stride_s: float = Field(2.0, gt=0)  # windows: step (< window_s: overlapping)
     collection_prefix: str = "videos"  # segment collections are <prefix>_v<model version>; the alias is <prefix>
     span_tolerance: float = Field(0.05, ge=0)  # tightened span: frames within this score of the best frame
+    # Re-rank this many of the best segments by their best frame's score (0: keep the segments' order). Footage that
+    # pans or zooms across a scene blurs the segment's mean; its best frame still matches (bench/photo_video.py).
+    frame_rerank: int = Field(0, ge=0)
     one_per_video: bool = False  # at most one hit per video (the best)
     merge_gap_s: float | None = Field(None, ge=0)  # merge hits of one video less than this apart (None: off)
 

@@ -55,6 +55,7 @@ class TrainInputs:
     features), one view per item (`view`), two different views per item (`pair`) and held-out inputs (`val_x`)."""
 
     forward: nn.Module
+    base: Callable[[torch.Tensor], torch.Tensor] | None  # the frozen base embedding of inputs (similarity objective)
     view: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
     pair: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
     clean: Callable[[torch.Tensor], torch.Tensor]
@@ -69,7 +70,9 @@ def _pixel_inputs(encoder: nn.Module, x: torch.Tensor, val_x: torch.Tensor, foot
         rng = np.random.default_rng(int(torch.randint(2**31 - 1, (1,), generator=gen)))
         return torch.from_numpy(np.stack([footage_view(item, rng) for item in x[idx].numpy()]))
 
-    return TrainInputs(encoder, view, lambda idx, gen: (view(idx, gen), view(idx, gen)), lambda idx: x[idx], val_x)
+    base = (lambda v: v.float()) if not footage and x.dtype != torch.uint8 else None  # vectors are their own base
+    return TrainInputs(encoder, base, view, lambda idx, gen: (view(idx, gen), view(idx, gen)), lambda idx: x[idx],
+                       val_x)
 
 
 def _feature_inputs(features: torch.Tensor, head: nn.Module, val_features: torch.Tensor) -> TrainInputs:
@@ -84,11 +87,12 @@ def _feature_inputs(features: torch.Tensor, head: nn.Module, val_features: torch
         b = (a + torch.randint(1, n_views, (len(idx),), generator=gen)) % n_views  # never the same view twice
         return features[idx, a].float(), features[idx, b].float()
 
-    return TrainInputs(head, view, pair, lambda idx: features[idx, 0].float(), val_features)
+    mean = features[:, 0].float().mean(dim=0)  # the base similarity is the centred features' cosine
+    return TrainInputs(head, lambda f: f - mean, view, pair, lambda idx: features[idx, 0].float(), val_features)
 
 
 def train_inputs(cfg: Config, encoder: nn.Module, train_x: np.ndarray, val_x: np.ndarray,
-                 log: Callable[[str], None]) -> TrainInputs:
+                 log: Callable[[str], None], fresh: bool = True) -> TrainInputs:
     if not isinstance(encoder, BackboneEncoder):
         return _pixel_inputs(encoder, torch.from_numpy(train_x), torch.from_numpy(val_x), footage=False)
     tc = cfg.train
@@ -97,7 +101,10 @@ def train_inputs(cfg: Config, encoder: nn.Module, train_x: np.ndarray, val_x: np
         return _pixel_inputs(encoder, torch.from_numpy(train_x), torch.from_numpy(val_x), footage=True)
     features = cached_features(encoder.backbone, train_x, tc.views, tc.seed, tc.feature_cache, log=log)
     val = cached_features(encoder.backbone, val_x, 0, tc.seed, tc.feature_cache, log=log)[:, 0]
-    return _feature_inputs(torch.from_numpy(features), encoder.head, torch.from_numpy(val).float())
+    features = torch.from_numpy(features)
+    if fresh:  # a resumed run keeps its trained head
+        encoder.head.init_pca(features[:, 0])
+    return _feature_inputs(features, encoder.head, torch.from_numpy(val).float())
 
 
 def lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -141,15 +148,18 @@ def train(cfg: Config, data_path: str | Path, out_path: str | Path, resume: str 
         raise MRLError(f"{data_path}: no items in the train split")
     if tc.max_items:
         train_ds = train_ds.head(tc.max_items)
-    contrastive = cfg.loss.objective == "contrastive"
-    if not contrastive and not train_ds.has_labels:
+    objective = cfg.loss.objective
+    if objective in ("mrl", "mrl_e") and not train_ds.has_labels:
         raise MRLError(f"{data_path}: loss.objective {cfg.loss.objective} needs labels on every train item; "
-                       "use loss.objective: contrastive for unlabeled data")
+                       "use loss.objective: contrastive or similarity for unlabeled data")
 
     torch.manual_seed(tc.seed)
     item_shape = tuple(ds.x.shape[1:])
     encoder, loss = build_model(cfg, ds.kind, item_shape, len(ds.classes), pretrained=resume is None)
-    inputs = train_inputs(cfg, encoder, train_ds.x, test_ds.x[:EVAL_ITEMS], log)
+    inputs = train_inputs(cfg, encoder, train_ds.x, test_ds.x[:EVAL_ITEMS], log, fresh=resume is None)
+    if cfg.loss.objective == "similarity" and inputs.base is None:
+        raise MRLError("loss.objective: similarity keeps a frozen base embedding's similarities; it needs a pretrained "
+                       "model.backbone with train.freeze: all, or an embeddings table")
     params = [p for p in encoder.parameters() if p.requires_grad] + list(loss.parameters())
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     steps_per_epoch = math.ceil(len(train_ds) / tc.batch_size)
@@ -192,9 +202,12 @@ def train(cfg: Config, data_path: str | Path, out_path: str | Path, resume: str 
         bar = progress(range(steps_per_epoch), f"epoch {epoch + 1}/{tc.epochs}", "batch")
         for step in bar:
             idx = order[step * tc.batch_size:(step + 1) * tc.batch_size]
-            if contrastive:
+            if objective == "contrastive":
                 emb = inputs.forward(torch.cat(inputs.pair(idx, gen)))
                 value, per_dim = loss(emb[:len(idx)], emb[len(idx):])
+            elif objective == "similarity":
+                views = torch.cat(inputs.pair(idx, gen))
+                value, per_dim = loss(inputs.forward(views), inputs.base(views))
             else:
                 emb = inputs.forward(inputs.view(idx, gen) if tc.augment else inputs.clean(idx))
                 value, per_dim = loss(emb, y[idx])

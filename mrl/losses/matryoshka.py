@@ -16,6 +16,7 @@ from mrl.config import Config
 from mrl.errors import MRLError
 from mrl.losses.classification import NestedLinearHeads, TiedLinearHead
 from mrl.losses.contrastive import InfoNCE
+from mrl.losses.similarity import SimilarityPreserving
 
 
 class MatryoshkaLoss(nn.Module):
@@ -66,6 +67,8 @@ def build_loss(cfg: Config, num_classes: int) -> MatryoshkaLoss:
     objective = cfg.loss.objective
     if objective == "contrastive":
         inner: nn.Module = InfoNCE(cfg.loss.temperature)
+    elif objective == "similarity":
+        inner = SimilarityPreserving(cfg.loss.similarity_tau, cfg.loss.instance_weight, cfg.loss.temperature)
     elif num_classes < 2:
         raise MRLError(f"loss.objective: {objective} needs labels of at least 2 classes; use contrastive")
     elif objective == "mrl":

@@ -111,6 +111,36 @@ class PooledFeatures(nn.Module):
         return self.net.extract_features(x).mean(dim=(2, 3))
 
 
+class ResidualHead(nn.Module):
+    """The MRL head over pooled features: y = W x + b + MLP(x). `init_pca` starts W, b as PCA of the training
+    features (so every prefix starts as PCA's, the best linear prefix of the features' variance) and the MLP's
+    output layer is zero, so training starts from PCA and learns what it can add (cf. the text adapter's identity
+    start)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int, dropout: float):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim)
+        self.mlp = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden_dim, out_dim))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return self.linear(x) + self.mlp(x)
+
+    @torch.no_grad()
+    def init_pca(self, features: torch.Tensor) -> None:
+        """W's rows: the top principal directions of `features` (N, in_dim); b centres them."""
+        x = features.float()
+        mean = x.mean(dim=0)
+        _, _, v = torch.linalg.svd(x - mean, full_matrices=False)
+        k = min(len(v), self.linear.out_features)
+        self.linear.weight.zero_()
+        self.linear.weight[:k] = v[:k]
+        self.linear.bias.copy_(-(self.linear.weight @ mean))
+
+
 class BackboneEncoder(nn.Module):
     """uint8 pixels -> pooled backbone features -> MRL head -> the full Matryoshka embedding."""
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from mrl.config import ModelConfig
 from mrl.errors import MRLError
-from mrl.models.backbones import BackboneEncoder, build_backbone, model_input_shape
+from mrl.models.backbones import BackboneEncoder, ResidualHead, build_backbone, model_input_shape
 
 
 class ConvEncoder(nn.Module):
@@ -69,5 +69,5 @@ def _backbone_encoder(cfg: ModelConfig, kind: str, item_shape: tuple[int, ...], 
                        f"the data has {kind} of shape {list(item_shape)}; ingest with ingest.grayscale: false and "
                        f"ingest.image_size: {size}")
     backbone = build_backbone(cfg.backbone, expected[-1], cfg.weights, pretrained)
-    head = MLPAdapter(backbone.spec.feature_dim, cfg.embedding_dim, cfg.mlp_hidden_dim, cfg.dropout)
+    head = ResidualHead(backbone.spec.feature_dim, cfg.embedding_dim, cfg.mlp_hidden_dim, cfg.dropout)
     return BackboneEncoder(backbone, head)

@@ -149,16 +149,20 @@ class VideoIndex:
         merge_gap_s = v.merge_gap_s if merge_gap_s is None else merge_gap_s
         query = np.asarray(query, dtype=np.float32)
         query = query / max(float(np.linalg.norm(query)), 1e-12)
-        fetch = min(MAX_FETCH, len(self.spans), k * 10) if (per_video or merge_gap_s) else k
+        keep = max(k, v.frame_rerank)  # segments whose frames are scored
+        fetch = min(MAX_FETCH, len(self.spans), keep * 10) if (per_video or merge_gap_s) else keep
         rows, timings = self.funnel.search(query[None, :], fetch)
         hits = [{"segment_id": h["id"], "video_id": h["label"], "score": h["score"],
                  "segment_start_s": self.spans[h["id"]][0], "segment_end_s": self.spans[h["id"]][1]} for h in rows[0]]
         if per_video:
             hits = one_per_video(hits)
-        hits = hits[:k] if not merge_gap_s else hits
+        hits = hits[:keep] if not merge_gap_s else hits
         started = time.perf_counter()
         for h, (times, full) in zip(hits, self._frames_of(hits)):
             h |= refine(times, full, query, h["segment_start_s"], h["segment_end_s"], v.span_tolerance)
+        if v.frame_rerank:  # a segment's mean blurs a scene that pans across a photo; its best frame does not
+            hits = sorted(hits, key=lambda h: -np.inf if h["frame_score"] is None else h["frame_score"], reverse=True)
+            hits = hits if merge_gap_s else hits[:k]
         timings["refine_frames"] = 1000 * (time.perf_counter() - started)
         if merge_gap_s:
             hits = merge_close(hits, merge_gap_s)[:k]

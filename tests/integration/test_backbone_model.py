@@ -63,13 +63,21 @@ def test_head_learns_and_checkpoint_carries_preprocessing(trained):
     assert m.meta["item_shape"] == [3, SIZE, SIZE]
 
 
-def test_instance_objective_trains_without_labels(trained):
-    cfg = load_config(None, [*PARAMS, "loss.objective=contrastive", f"train.feature_cache={trained['tmp'] / 'cache'}"])
+@pytest.mark.parametrize("objective", ["contrastive", "similarity"])
+def test_label_free_objectives_train_on_the_cached_features(trained, objective):
+    cfg = load_config(None, [*PARAMS, f"loss.objective={objective}", f"train.feature_cache={trained['tmp'] / 'cache'}"])
     said = []
-    result = train(cfg, trained["data"], trained["tmp"] / "instance.pt", log=said.append)
+    result = train(cfg, trained["data"], trained["tmp"] / f"{objective}.pt", log=said.append)
     assert any("from the cache" in line for line in said)  # same photos, weights and views: features reused
     first, last = result.history[0]["loss"], result.history[-1]["loss"]
     assert np.isfinite(last) and last < first
+
+
+def test_similarity_objective_needs_a_frozen_base(trained):
+    cfg = load_config(None, [*PARAMS, "loss.objective=similarity", "train.freeze=none"])
+    with pytest.raises(MRLError, match="loss.objective: similarity keeps a frozen base"):
+        train(cfg, trained["data"], trained["tmp"] / "no.pt", log=lambda _: None)
+    assert not (trained["tmp"] / "no.pt").exists()
 
 
 def test_registered_model_embeds_through_onnx_like_torch(trained):

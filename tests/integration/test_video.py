@@ -174,6 +174,14 @@ def test_coarse_to_fine_search_finds_the_video_and_the_moment(corpus, tmp_path):
         assert set(timings) >= {"refine_frames"}
     hits, _ = index.search(segments.embeddings[0], 10, per_video=True)
     assert len({h["video_id"] for h in hits}) == len(hits) == len(segments.videos)
+    # video.frame_rerank: the best segments re-ranked by their best frame, so a frame query's own moment comes first
+    cfg = corpus["cfg"]
+    index.cfg = cfg.model_copy(update={"video": cfg.video.model_copy(update={"frame_rerank": 10})})
+    for row in np.linspace(0, len(frames) - 1, 12).astype(int):
+        hits, _ = index.search(segments.frame_embeddings[row], 3)
+        assert len(hits) == 3 and hits[0]["best_s"] == pytest.approx(frames.times[row])
+        assert hits[0]["video_id"] == frames.video_ids[row]
+        assert [h["frame_score"] for h in hits] == sorted((h["frame_score"] for h in hits), reverse=True)
     index.client.close()
 
 

@@ -99,3 +99,17 @@ def test_wrong_image_shape_names_the_fix(tmp_path):
     sets = [a for s in SMALL for a in ("--set", s)]
     result = invoke("train", "--data", path, "--out", tmp_path / "m.pt", *sets)
     one_line_error(result, "takes RGB images of 64x64", "ingest.grayscale: false")
+
+
+def test_residual_head_starts_as_pca():
+    from mrl.models.backbones import ResidualHead
+
+    torch.manual_seed(0)
+    x = torch.randn(200, 12) @ torch.diag(torch.linspace(5, 0.1, 12))
+    head = ResidualHead(12, 4, 16, 0.0)
+    head.init_pca(x)
+    y = head(x).detach()
+    centred = x - x.mean(dim=0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    torch.testing.assert_close(y, centred @ v[:4].T, rtol=1e-4, atol=1e-4)
+    assert y.var(dim=0)[0] > y.var(dim=0)[-1]  # ordered: the first dims carry the most variance

@@ -105,3 +105,45 @@ def test_build_loss_from_config():
     loss = build_loss(cfg, 5)
     assert isinstance(loss.inner_loss, TiedLinearHead)
     assert loss.get_config_dict() == {"inner_loss": "TiedLinearHead", "nesting_dims": [2, 4], "dim_weights": [1.0, 1.0]}
+
+
+def test_similarity_preserving_is_zero_when_each_prefix_keeps_the_base_neighbourhoods():
+    from mrl.losses import SimilarityPreserving
+
+    base = F.normalize(torch.randn(16, 32), dim=1)
+    loss = SimilarityPreserving(tau=0.05)
+    assert loss(base.clone(), base).item() == pytest.approx(0.0, abs=1e-5)  # same similarities: nothing to learn
+    scrambled = base[torch.randperm(16)]
+    assert loss(scrambled, base).item() > 1.0  # other neighbours: a large divergence
+    # the instance term pulls two views of an item together: it is lower when row i and i + B agree
+    views = torch.cat([base[:8], base[:8] + 0.01 * torch.randn(8, 32)])
+    with_instance = SimilarityPreserving(tau=0.05, instance_weight=1.0, temperature=0.1)
+    assert with_instance(views, views).item() < with_instance(torch.cat([base[:8], base[8:]]), views).item()
+
+
+def test_similarity_objective_trains_every_prefix_toward_the_base():
+    from mrl.config import load_config as config
+
+    cfg = config(None, ["loss.objective=similarity", "model.nesting_dims=[2, 8]", "model.embedding_dim=8",
+                        "loss.instance_weight=0"])
+    loss = build_loss(cfg, num_classes=0)  # no labels needed
+    torch.manual_seed(0)
+    base = torch.randn(32, 8) @ torch.diag(torch.tensor([4.0, 3.0, 1, 1, 1, 1, 1, 1]))
+    head = torch.nn.Linear(8, 8)
+    opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    first = None
+    for _ in range(100):
+        value, per_dim = loss(head(base), base)
+        first = per_dim if first is None else first
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    assert (per_dim < first * 0.5).all()  # the 2-dim prefix learns the two dominant directions' neighbourhoods
+
+
+@pytest.mark.parametrize("bad", [{"tau": 0}, {"temperature": -1}, {"instance_weight": -0.1}])
+def test_similarity_preserving_rejects_bad_arguments(bad):
+    from mrl.losses import SimilarityPreserving
+
+    with pytest.raises(ValueError, match="SimilarityPreserving"):
+        SimilarityPreserving(**bad)
