@@ -484,8 +484,9 @@ def search(
         typer.echo(f"{index.name} (model v{index.info.model_version}, funnel {index.info.funnel.name()}), "
                    f"moments matching {what}:")
         for rank, h in enumerate(hits, 1):
+            frame = f"frame {h['frame_score']:.4f}  " if h.get("frame_score") is not None else ""
             typer.echo(f"  {rank:>3}. {h['video_id']:<24} {h['start_s']:7.1f}-{h['end_s']:<7.1f}s  best "
-                       f"{h['best_s']:7.1f}s  {h['score']:.4f}  segment {h['segment_id']}")
+                       f"{h['best_s']:7.1f}s  {frame}segment {h['score']:.4f} ({h['segment_id']})")
     else:
         rows, timings = index.search(query[None, :], k)
         typer.echo(f"{index.name} (model v{index.info.model_version}, funnel {index.info.funnel.name()}), "

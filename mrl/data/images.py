@@ -37,5 +37,5 @@ def square_crop(img: Image.Image, size: int) -> Image.Image:
 
 def model_pixels(img: Image.Image, channels: int, size: int) -> np.ndarray:
     """uint8 (C, size, size): what the encoders take."""
-    arr = np.asarray(square_crop(to_mode(img, channels), size), dtype=np.uint8)
+    arr = np.array(square_crop(to_mode(img, channels), size), dtype=np.uint8)  # a copy: writable, torch can take it
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)

@@ -38,7 +38,7 @@ def test_defaults_nest_up_to_embedding_dim():
         ("model:\n  nesting_dims: [8, 1024]\n",
          "params.yaml: model.nesting_dims: largest dim 1024 exceeds embedding_dim 512"),
         ("model:\n  nesting_dims: []\n", "params.yaml: model.nesting_dims: must not be empty"),
-        ("loss:\n  objective: triplet\n", "params.yaml: loss.objective: Input should be 'mrl', 'mrl_e' or 'contrastive'"),
+        ("loss:\n  objective: triplet\n", "params.yaml: loss.objective: Input should be 'mrl', 'mrl_e', 'contrastive' or 'similarity'"),
         ("loss:\n  dim_weights: [1.0, 2.0]\n", "params.yaml: loss.dim_weights: 2 weights for 7 nesting_dims"),
         ("- a\n- b\n", "params.yaml: expected a mapping of sections at the top level"),
         ("train: [\n", "params.yaml: not valid YAML"),
