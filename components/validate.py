@@ -8,10 +8,8 @@ from components.image import MRL_IMAGE
 def validate_op(params_yaml: str, dataset: Input[Dataset], result: Output[Artifact]):
     """Great Expectations gate: fails the run (before training) if any expectation fails."""
     from mrl.config import parse_params
-    from mrl.models.backbones import model_input_shape
     from mrl.validate import validate_dataset
 
     cfg = parse_params(params_yaml, "params_yaml")
-    report = validate_dataset(dataset.path, cfg.validation, result.path,
-                              model_input_shape(cfg.model.backbone, cfg.model.image_size))
+    report = validate_dataset(dataset.path, cfg.validation, result.path, cfg.model)
     result.metadata.update({"success": report.success, "expectations": report.evaluated})

@@ -111,7 +111,6 @@ def validate(
     set_: SetOpt = None,
 ):
     """Great Expectations gates: exit 2 with the failed expectations named if any fails."""
-    from mrl.models.backbones import model_input_shape
     from mrl.validate import validate_dataset, validate_embeddings_table, validate_frames, validate_segments
 
     given = [name for name, value in (("--data", data), ("--table", table), ("--frames", frames),
@@ -121,8 +120,7 @@ def validate(
                        f"(got {', '.join(given) or 'none'})")
     cfg = load_config(params, set_ or [])
     if data is not None:
-        report = validate_dataset(data, cfg.validation, result_out,
-                                  model_input_shape(cfg.model.backbone, cfg.model.image_size))
+        report = validate_dataset(data, cfg.validation, result_out, cfg.model)
     elif frames is not None:
         report = validate_frames(frames, cfg, result_out)
     elif segments is not None:

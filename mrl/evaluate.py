@@ -105,8 +105,8 @@ def evaluate(model_path: str | Path, data_path: str | Path, cfg: EvaluateConfig,
     if not (train_ds.has_labels and test_ds.has_labels) or not len(test_ds):
         raise MRLError(f"{data_path}: evaluation needs labeled items in both the train and test split")
     torch.set_num_threads(model.config.train.num_threads)
-    train_emb = embed_items(model.encoder, train_ds.x, cfg.batch_size, "embedding train")
-    test_emb = embed_items(model.encoder, test_ds.x, cfg.batch_size, "embedding test")
+    every = embed_items(model.encoder, ds.x, cfg.batch_size, "embedding items")  # one pass: one ONNX export
+    train_emb, test_emb = every[ds.split == "train"], every[ds.split == "test"]
     per_dim = evaluate_embeddings(train_emb, train_ds.labels, test_emb, test_ds.labels, model.nesting_dims, cfg,
                                   model.heads)
     json_path = plot_path = None
@@ -117,9 +117,7 @@ def evaluate(model_path: str | Path, data_path: str | Path, cfg: EvaluateConfig,
     if out_plot:
         plot_path = Path(out_plot)
         plot_per_dim(per_dim, plot_path, f"{Path(model_path).name} ({model.config.loss.objective})")
-    every = np.empty((len(ds), train_emb.shape[1]), dtype=np.float32)
-    every[ds.split == "train"], every[ds.split == "test"] = train_emb, test_emb
-    return EvalResult(per_dim, json_path, plot_path, every if len(train_emb) + len(test_emb) == len(ds) else None)
+    return EvalResult(per_dim, json_path, plot_path, every)
 
 
 def embed(model_path: str | Path, data_path: str | Path, out_path: str | Path, batch_size: int = 1024) -> Path:

@@ -150,14 +150,14 @@ def train(cfg: Config, data_path: str | Path, out_path: str | Path, resume: str 
         train_ds = train_ds.head(tc.max_items)
     objective = cfg.loss.objective
     if objective in ("mrl", "mrl_e") and not train_ds.has_labels:
-        raise MRLError(f"{data_path}: loss.objective {cfg.loss.objective} needs labels on every train item; "
+        raise MRLError(f"{data_path}: loss.objective {objective} needs labels on every train item; "
                        "use loss.objective: contrastive or similarity for unlabeled data")
 
     torch.manual_seed(tc.seed)
     item_shape = tuple(ds.x.shape[1:])
     encoder, loss = build_model(cfg, ds.kind, item_shape, len(ds.classes), pretrained=resume is None)
     inputs = train_inputs(cfg, encoder, train_ds.x, test_ds.x[:EVAL_ITEMS], log, fresh=resume is None)
-    if cfg.loss.objective == "similarity" and inputs.base is None:
+    if objective == "similarity" and inputs.base is None:
         raise MRLError("loss.objective: similarity keeps a frozen base embedding's similarities; it needs a pretrained "
                        "model.backbone with train.freeze: all, or an embeddings table")
     params = [p for p in encoder.parameters() if p.requires_grad] + list(loss.parameters())

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrl.config import Config, ValidationConfig, VideoConfig
+from mrl.config import Config, ModelConfig, ValidationConfig, VideoConfig
 from mrl.data.artifact import SPLITS, atomic_write, load_dataset
 from mrl.errors import MRLError
 from mrl.models.backbones import model_input_shape
@@ -136,9 +136,10 @@ def dataset_expectations(cfg: ValidationConfig, kind: str, n_classes: int, label
 
 
 def validate_dataset(data_path: str | Path, cfg: ValidationConfig, out_path: str | Path | None = None,
-                     input_shape: tuple[int, int, int] | None = None) -> ValidationReport:
+                     model: ModelConfig | None = None) -> ValidationReport:
     """Run the dataset suite on an artifact from `mrl ingest` (the text suite on a text dataset); raise MRLError if any
-    expectation fails. `input_shape`: the (C, H, W) the model takes (a pretrained backbone's), checked per image."""
+    expectation fails. With `model`, every image's channels and size are checked against what a pretrained
+    model.backbone takes."""
     from mrl.text.artifact import is_text_dataset
 
     if is_text_dataset(data_path):
@@ -165,6 +166,7 @@ def validate_dataset(data_path: str | Path, cfg: ValidationConfig, out_path: str
         # A class missing from a split is a share of 0, not an absent row.
         full = pd.MultiIndex.from_product([sorted(set(shares.split)), range(len(classes))], names=["split", "label"])
         frames["class_shares"] = shares.set_index(["split", "label"]).reindex(full, fill_value=0.0).reset_index()
+    input_shape = model_input_shape(model.backbone, model.image_size) if model else None
     expectations = dataset_expectations(cfg, ds.kind, len(classes), labeled, input_shape)
     results, failures, evaluated = _run_suites(
         "dataset", {name: (frames[name], expectations[name]) for name in expectations})

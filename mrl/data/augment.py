@@ -14,8 +14,10 @@ ASPECT = (3 / 4, 4 / 3)
 JPEG_QUALITY = (30, 90)
 
 
-def _crop_box(rng: np.random.Generator, width: int, height: int) -> tuple[float, float, float, float]:
-    area = rng.uniform(MIN_AREA, 1.0) * width * height
+def crop_box(rng: np.random.Generator, width: int, height: int,
+             area_range: tuple[float, float] = (MIN_AREA, 1.0)) -> tuple[float, float, float, float]:
+    """A random box covering `area_range` of the image's area, of aspect within ASPECT, anywhere in it."""
+    area = rng.uniform(*area_range) * width * height
     aspect = np.exp(rng.uniform(*np.log(ASPECT)))
     w = min(width, np.sqrt(area * aspect))
     h = min(height, np.sqrt(area / aspect))
@@ -27,7 +29,7 @@ def footage_view(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One random view of uint8 (C, H, W) pixels, same shape and dtype."""
     channels, height, width = pixels.shape
     img = Image.fromarray(pixels[0] if channels == 1 else pixels.transpose(1, 2, 0))
-    img = img.resize((width, height), Image.Resampling.BILINEAR, box=_crop_box(rng, width, height))
+    img = img.resize((width, height), Image.Resampling.BILINEAR, box=crop_box(rng, width, height))
     if rng.random() < 0.5:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.6, 1.4))

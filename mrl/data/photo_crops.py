@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mrl.data.augment import crop_box
 from mrl.errors import MRLError
 
 AREA = (0.2, 0.8)  # share of the photo a crop covers: zoomed in 1.1-2.2x, as footage frames are
@@ -19,11 +20,7 @@ MAX_SIDE = 320  # px: crops are stored small; ingest resizes them to the model's
 
 
 def random_crop(im: Image.Image, rng: np.random.Generator) -> Image.Image:
-    area, aspect = rng.uniform(*AREA) * im.width * im.height, np.exp(rng.uniform(-0.3, 0.3))
-    w = min(im.width, np.sqrt(area * aspect))
-    h = min(im.height, area / w)
-    x0, y0 = rng.uniform(0, im.width - w), rng.uniform(0, im.height - h)
-    return im.crop((int(x0), int(y0), int(x0 + w), int(y0 + h)))
+    return im.crop(tuple(int(v) for v in crop_box(rng, im.width, im.height, AREA)))
 
 
 def photo_crops(photos, per_photo: int, seed: int = 0):

@@ -2,13 +2,12 @@
 
 A `BackboneEncoder` takes uint8 pixels (B, 3, S, S) and does its own preprocessing (the backbone's normalisation),
 so the checkpoint and the registered MLflow model embed a query exactly as training did. It is the backbone's
-globally pooled features followed by the head (`MLPAdapter`) that projects them to the Matryoshka embedding. Freezing
+globally pooled features followed by the head (`ResidualHead`) that projects them to the Matryoshka embedding. Freezing
 the backbone lets training cache its features once (mrl/models/features.py) and train only the head.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,15 +73,6 @@ def read_weights(spec: BackboneSpec, path: Path, architecture: nn.Module) -> dic
         raise MRLError(f"{where}: not {spec.name} weights ({wrong[0]} has shape {tuple(state[wrong[0]].shape)}, "
                        f"expected {tuple(expected[wrong[0]].shape)})")
     return {k: state[k] for k in expected}  # the classifier (_fc) and other extras are dropped
-
-
-def weights_digest(path: Path) -> str:
-    """sha256 of the weights file: part of the feature cache's key."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class PooledFeatures(nn.Module):

@@ -102,11 +102,11 @@ def test_registered_model_embeds_through_onnx_like_torch(trained):
 
 def test_validation_checks_channels_and_size_against_the_model(trained, photos):
     cfg = trained["cfg"]
-    assert validate_dataset(trained["data"], cfg.validation, None, (3, SIZE, SIZE)).success
+    assert validate_dataset(trained["data"], cfg.validation, None, cfg.model).success
     small = ingest("image_folder", photos, trained["tmp"] / "small.npz",
                    cfg.ingest.model_copy(update={"image_size": 32})).path
     with pytest.raises(MRLError) as err:
-        validate_dataset(small, cfg.validation, None, (3, SIZE, SIZE))
+        validate_dataset(small, cfg.validation, None, cfg.model)
     assert "items.expect_column_values_to_be_in_set(height)" in str(err.value) and "\n" not in str(err.value)
 
 
