@@ -28,10 +28,14 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from mrl import drift
 from mrl.checkpoint import load_model
 from mrl.config import DriftConfig
 from mrl.data.readers import read_fashion_mnist
+from mrl.drift.calibration import build_reference
+from mrl.drift.check import check_drift
+from mrl.drift.reference import Reference
+from mrl.drift.results import CLASS_TEST
+from mrl.drift.scoring import predict_classes, score_window, verdicts
 from mrl.evaluate import embed_items
 
 UNSEEN = "Ankle boot"
@@ -59,13 +63,13 @@ def prior_shift_rows(labels: np.ndarray, favoured: list[int], share: float, n: i
     return rng.choice(len(labels), n, replace=False, p=weights)
 
 
-def rate(ref: drift.Reference, windows: list[np.ndarray], thresholds: dict[str, float]) -> tuple[float, float]:
+def rate(ref: Reference, windows: list[np.ndarray], thresholds: dict[str, float]) -> tuple[float, float]:
     """Share of windows that alarm, and the mean seconds per window (scores only)."""
     alarms, started = 0, time.perf_counter()
-    key = f"{drift.CLASS_TEST}/predicted"
-    ref_cls = drift.predict_classes(ref.embeddings[: ref.compare_rows], ref.centroids)
+    key = f"{CLASS_TEST}/predicted"
+    ref_cls = predict_classes(ref.embeddings[: ref.compare_rows], ref.centroids)
     for w in windows:
-        tests = drift.verdicts(drift.score_window(ref, w, ref_cls, drift.predict_classes(w, ref.centroids)), thresholds, key)
+        tests = verdicts(score_window(ref, w, ref_cls, predict_classes(w, ref.centroids)), thresholds, key)
         alarms += any(t.drifted for t in tests)
     return alarms / len(windows), (time.perf_counter() - started) / len(windows)
 
@@ -135,17 +139,17 @@ def main() -> None:
         cfg = DriftConfig(method=method, window_size=w, prefixes=prefixes)
         meta = {"collection": "bench"}
         t = time.perf_counter()
-        ref = drift.build_reference(catalogue, train.labels, classes, prefixes, cfg, meta, log=lambda s: None)
+        ref = build_reference(catalogue, train.labels, classes, prefixes, cfg, meta, log=lambda s: None)
         calibrate_s = time.perf_counter() - t
         fa, score_s = rate(ref, unchanged, ref.thresholds)
         detection = {name: rate(ref, windows, ref.thresholds)[0] for name, windows in scenarios.items()}
         seen = train.labels != unseen
-        ref9 = drift.build_reference(catalogue[seen], train.labels[seen], classes, prefixes, cfg, meta, log=lambda s: None)
+        ref9 = build_reference(catalogue[seen], train.labels[seen], classes, prefixes, cfg, meta, log=lambda s: None)
         fa9, _ = rate(ref9, unseen_unchanged, ref9.thresholds)
         detection |= {name: rate(ref9, windows, ref9.thresholds)[0] for name, windows in unseen_windows.items()}
         big = clean[np.arange(10_000) % len(clean)]
         t = time.perf_counter()
-        drift.check_drift(ref, big, None, cfg, log=lambda s: None)
+        check_drift(ref, big, None, cfg, log=lambda s: None)
         check_s = time.perf_counter() - t
         rows.append((method, ref.thresholds, fa, fa9, detection))
         timings.append((method, calibrate_s, score_s, check_s))

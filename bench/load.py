@@ -48,8 +48,8 @@ def sample_queries(uri: str, alias: str, n: int, seed: int = 0) -> tuple[list[st
     try:
         name = mi.alias_target(client, alias)
         if name is None:
-            raise SystemExit(f"error: Milvus alias {alias} does not exist at {uri}; run `make demo` (or `mrl promote`) "
-                             "first")
+            raise SystemExit(f"error: Milvus alias {alias} does not exist at {uri}; run `make demo` (or "
+                             "`mrl index promote`) first")
         client.load_collection(name)
         rows = client.query(name, filter="", output_fields=["id", "full"], limit=n)
     finally:

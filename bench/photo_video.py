@@ -40,7 +40,8 @@ from mrl.retrieval.funnel import normalized_prefix
 from mrl.train import train
 from mrl.video.frames import ingest_videos, load_frames
 from mrl.video.index import promote_segments
-from mrl.video.photo_footage import find_photos, generate_photo_footage, query_stills, split_photos
+from mrl.video.photo_footage import generate_photo_footage
+from mrl.video.photos import find_photos, query_stills, split_photos
 from mrl.video.scenes import build_segments, cut_scenes, save_segments
 from mrl.video.search import open_video_index
 

@@ -6,11 +6,12 @@ SubprocessRunner(use_venv=False) runs the same bodies in the installed environme
 Params travel as the text of params.yaml ("" = the embedded defaults) and are validated in each step.
 """
 
-from components.drift import dataset_drift_op, drift_op, retrain_op
+from components.drift import dataset_drift_op, drift_op
 from components.evaluate import evaluate_op
 from components.ingest import ingest_op
 from components.promote import finish_promotion_op, insert_shard_op, plan_promotion_op, shard_list_op
 from components.register import register_op
+from components.retrain import retrain_op
 from components.train import train_op
 from components.validate import validate_op
 from components.video import (

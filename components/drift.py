@@ -1,5 +1,3 @@
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Output
 
@@ -29,22 +27,3 @@ def dataset_drift_op(params_yaml: str, tracking_uri: str, milvus_uri: str, datas
                                      tracking_uri=tracking_uri, milvus_uri=milvus_uri)
     summary.metadata.update(metadata)
     return drifted
-
-
-@dsl.component(base_image=MRL_IMAGE, install_kfp_package=False)
-def retrain_op(params_yaml: str, tracking_uri: str, milvus_uri: str, summary: Input[Artifact]
-               ) -> NamedTuple("Started", [("what", str)]):
-    """Start drift.on_drift (none: only say so), as `mrl drift` does, with the check's summary as the payload. Tokens
-    come from the pod's environment (Kubernetes Secrets)."""
-    import json
-    from collections import namedtuple
-
-    from mrl.config import parse_params
-    from mrl.retrain import on_drift
-    from pipelines.run import launchers
-
-    with open(summary.path) as f:
-        checked = json.load(f)
-    what = on_drift(parse_params(params_yaml, "params_yaml"), checked, tracking_uri, milvus_uri, launchers())
-    print(what)
-    return namedtuple("Started", ["what"])(what)

@@ -9,12 +9,7 @@ def train_op(params_yaml: str, dataset: Input[Dataset], model: Output[Model]):
     """Train with MatryoshkaLoss (a text dataset: the text adapter on its query-document pairs); the checkpoint carries
     its config and nesting dims."""
     from mrl.config import parse_params
-    from mrl.text.artifact import is_text_dataset
-    from mrl.text.train import train_text_adapter
-    from mrl.train import train
+    from mrl.train import train_stage
 
-    cfg = parse_params(params_yaml, "params_yaml")
-    text = is_text_dataset(dataset.path)
-    result = (train_text_adapter if text else train)(cfg, dataset.path, model.path)
-    model.metadata.update({"epochs": result.epochs, "final_loss": result.final_loss,
-                           "objective": "pairs (in-batch InfoNCE)" if text else cfg.loss.objective})
+    result = train_stage(parse_params(params_yaml, "params_yaml"), dataset.path, model.path)
+    model.metadata.update({"epochs": result.epochs, "final_loss": result.final_loss, "objective": result.objective})

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import mlflow
 import numpy as np
+import torch
 from mlflow.exceptions import MlflowException
 
 from mrl.config import Config
@@ -46,9 +48,6 @@ def resolve_champion(cfg: Config, tracking_uri: str | None, version: str | None 
 def load_registered_model(model_uri: str):
     """The torch module behind a models:/ URI; MRLError if its files are gone (e.g. the artifact store was deleted
     while the registry database was kept)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     try:
         return mlflow.pytorch.load_model(model_uri)
     except (MlflowException, OSError) as e:
@@ -59,8 +58,6 @@ def load_registered_model(model_uri: str):
 
 def registered_onnx(model_uri: str, tracking_uri: str | None = None) -> OnnxModel | None:
     """The ONNX graph logged beside a registered model (pretrained backbones), ready to run; None if it has none."""
-    import mlflow
-
     c = mlflow_client(tracking_uri)
     name, _, version = model_uri.removeprefix("models:/").partition("/")
     try:
@@ -80,8 +77,6 @@ def embed_with(model_uri: str, x: np.ndarray, batch_size: int, desc: str = "embe
                tracking_uri: str | None = None) -> np.ndarray:
     """Embed with a registered model; models:/name/version resolves against tracking_uri (resolved as usual). A model
     logged with an ONNX graph (a pretrained backbone) runs under ONNX Runtime."""
-    import torch
-
     mlflow_client(tracking_uri)  # sets the registry URI that models:/ refers to
     fast = registered_onnx(model_uri, tracking_uri) if model_uri.startswith("models:/") else None
     if fast is not None:

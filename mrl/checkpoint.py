@@ -15,6 +15,7 @@ from mrl.data.artifact import atomic_write
 from mrl.errors import MRLError
 from mrl.losses import MatryoshkaLoss, build_loss
 from mrl.models import build_encoder
+from mrl.models.text_adapter import build_adapter_and_loss
 
 FORMAT = "mrl-checkpoint/1"
 
@@ -39,6 +40,15 @@ class LoadedModel:
 def build_model(cfg: Config, kind: str, item_shape: tuple[int, ...], num_classes: int,
                 pretrained: bool = False) -> tuple[nn.Module, MatryoshkaLoss]:
     return build_encoder(cfg.model, kind, item_shape, pretrained), build_loss(cfg, num_classes)
+
+
+def _build_encoder_and_loss(cfg: Config, meta: dict[str, Any]) -> tuple[nn.Module, MatryoshkaLoss]:
+    return build_model(cfg, meta["kind"], tuple(meta["item_shape"]), meta["num_classes"])
+
+
+# The model kinds whose checkpoints are not an encoder of mrl.models.build_encoder: meta["kind"] -> a builder of the
+# untrained module and its loss from the saved config and meta, which the checkpoint's state is loaded into.
+MODEL_KINDS = {"text": build_adapter_and_loss}
 
 
 def save_checkpoint(path: str | Path, encoder: nn.Module, loss: MatryoshkaLoss, cfg: Config,
@@ -83,12 +93,8 @@ def load_model(path: str | Path) -> LoadedModel:
     payload = read_checkpoint(path)
     cfg = config_from_dict(payload["config"], f"{path} (saved config)")
     meta = payload["meta"]
-    if meta.get("kind") == "text":
-        from mrl.text.adapter import build_adapter_and_loss  # mrl.text.adapter reads checkpoints with this module
-
-        encoder, loss = build_adapter_and_loss(cfg, meta)
-    else:
-        encoder, loss = build_model(cfg, meta["kind"], tuple(meta["item_shape"]), meta["num_classes"])
+    builder = MODEL_KINDS.get(meta.get("kind"), _build_encoder_and_loss)
+    encoder, loss = builder(cfg, meta)
     encoder.load_state_dict(payload["encoder"])
     loss.load_state_dict(payload["loss"])
     encoder.eval()

@@ -1,4 +1,4 @@
-"""Champion vs challenger, dim by dim: the table and plot behind `mrl models --compare` and the gate's plot.
+"""Champion vs challenger, dim by dim: the table and plot behind `mrl model compare` and the gate's plot.
 
 The numbers are the flat per-dim metrics each version's run logged (knn_top1_d16), the same ones the gate
 reads, so what this shows is what the gate decided on.
@@ -10,8 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlflow.exceptions import MlflowException
+
+from mrl.data.artifact import atomic_write
 from mrl.errors import MRLError
-from mrl.registry import CHALLENGER, CHAMPION, GateDecision, _dim_metrics, alias_version, gate_metric
+from mrl.plots import per_dim_figure
+from mrl.registry import CHALLENGER, CHAMPION, _dim_metrics, alias_version, gate_metric
 from mrl.tracking import client
 
 if TYPE_CHECKING:
@@ -40,15 +44,13 @@ def compare_versions(model_name: str, metric: str | None, tracking_uri: str | No
                      primary_metric: str = "knn_top1") -> Comparison:
     """The champion's and the challenger's `metric` (None: the one the gate compares, see `gate_metric`) at every
     nesting dim. One-line MRLError naming what is missing: the registered model, or either alias."""
-    from mlflow.exceptions import MlflowException
-
     c = client(tracking_uri)
     try:
         c.get_registered_model(model_name)
     except MlflowException:
         raise MRLError(f"{model_name}: no registered model of that name in {c.tracking_uri}") from None
     versions = {alias: alias_version(c, model_name, alias) for alias in (CHAMPION, CHALLENGER)}
-    hint = {CHAMPION: "promote a version first (`mrl promote-model`)", CHALLENGER: "register one (`mrl register`)"}
+    hint = {CHAMPION: "promote a version first (`mrl model promote`)", CHALLENGER: "register one (`mrl model register`)"}
     for alias, version in versions.items():
         if version is None:
             raise MRLError(f"{model_name}: no '{alias}' alias to compare; {hint[alias]}")
@@ -58,31 +60,6 @@ def compare_versions(model_name: str, metric: str | None, tracking_uri: str | No
              "delta": challenger[m] - champion[m] if m in champion and m in challenger else None}
             for m in sorted(champion.keys() | challenger.keys())]
     return Comparison(model_name, metric, versions[CHAMPION], versions[CHALLENGER], rows)
-
-
-def per_dim_figure(series: dict[str, dict[int, float]], metric: str, title: str,
-                   bar: dict[int, float] | None = None, bar_label: str = "") -> Figure:
-    """One line per version over the prefix size (log2 axis, as the evaluation plot), and the gate's bar dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    dims = sorted({m for values in series.values() for m in values} | set(bar or {}))
-    for label, values in series.items():
-        ax.plot(sorted(values), [values[m] for m in sorted(values)], marker="o", label=label)
-    if bar:
-        ax.plot(sorted(bar), [bar[m] for m in sorted(bar)], linestyle="--", color="grey", label=bar_label)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(dims, [str(m) for m in dims])
-    ax.set_xlabel("embedding prefix size (dims)")
-    ax.set_ylabel(metric)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def comparison_figure(comparison: Comparison) -> Figure:
@@ -95,9 +72,9 @@ def comparison_figure(comparison: Comparison) -> Figure:
 
 
 def write_comparison_plot(comparison: Comparison, path: Path) -> Path:
+    # matplotlib: ~0.9 s to import; only the plot needs it
     import matplotlib.pyplot as plt
 
-    from mrl.data.artifact import atomic_write
 
     fig = comparison_figure(comparison)
     try:
@@ -105,14 +82,3 @@ def write_comparison_plot(comparison: Comparison, path: Path) -> Path:
     finally:
         plt.close(fig)
     return path
-
-
-def gate_figure(decision: GateDecision, metric: str) -> Figure:
-    """What the gate compared: the challenger, the champion (if any) and the bar it had to clear."""
-    series = {f"challenger v{decision.version}": {r["dim"]: r["challenger"] for r in decision.rows}}
-    if decision.previous_champion:
-        series[f"champion v{decision.previous_champion}"] = {r["dim"]: r["champion"] for r in decision.rows}
-    bar_label = "bar (champion - tolerance)" if decision.previous_champion else "floor (first champion)"
-    verdict = "promoted" if decision.promoted else f"refused at dims {decision.regressed_dims}"
-    return per_dim_figure(series, metric, f"gate: v{decision.version} {verdict}",
-                          {r["dim"]: r["reference"] for r in decision.rows}, bar_label)

@@ -13,13 +13,15 @@ import torch
 from torch import nn
 
 from mrl.checkpoint import LoadedModel, load_model
-from mrl.config import EvaluateConfig
+from mrl.config import Config, EvaluateConfig
 from mrl.data import Dataset, load_dataset
 from mrl.data.artifact import atomic_write
 from mrl.errors import MRLError
 from mrl.metrics import cosine_top_k, linear_probe_top1, retrieval_metrics
 from mrl.models.onnx import embed_batches, numpy_function, prefers_onnx
+from mrl.plots import plot_per_dim
 from mrl.progress import progress
+from mrl.text.artifact import is_text_dataset
 
 
 @dataclass
@@ -73,29 +75,6 @@ def format_table(per_dim: dict[int, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def plot_per_dim(per_dim: dict[int, dict[str, float]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    dims = list(per_dim)
-    metrics = list(per_dim[dims[0]])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in metrics:
-        ax.plot(dims, [per_dim[m][name] for m in dims], marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(dims, [str(m) for m in dims])
-    ax.set_xlabel("embedding prefix size (dims)")
-    ax.set_ylabel("score")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
-    plt.close(fig)
-
-
 def evaluate(model_path: str | Path, data_path: str | Path, cfg: EvaluateConfig,
              out_json: str | Path | None = None, out_plot: str | Path | None = None) -> EvalResult:
     model = load_model(model_path)
@@ -118,6 +97,34 @@ def evaluate(model_path: str | Path, data_path: str | Path, cfg: EvaluateConfig,
         plot_path = Path(out_plot)
         plot_per_dim(per_dim, plot_path, f"{Path(model_path).name} ({model.config.loss.objective})")
     return EvalResult(per_dim, json_path, plot_path, every)
+
+
+@dataclass
+class StageEvaluation:
+    """What the evaluate stage reports, whatever the modality: rows keyed by dim, the table to show (under `title`),
+    the outputs written, and every item's embedding (dataset order; None for a text dataset)."""
+
+    per_dim: dict[int, dict[str, float]]
+    table: str
+    title: str
+    json_path: Path | None
+    plot_path: Path | None
+    embeddings: np.ndarray | None
+
+
+def evaluate_stage(model_path: str | Path, data_path: str | Path, cfg: Config, out_json: str | Path | None = None,
+                   out_plot: str | Path | None = None) -> StageEvaluation:
+    """The evaluate stage (`mrl evaluate`, the KFP step): a text dataset's held-out queries against every document
+    (adapter vs truncation and PCA), else `evaluate`. The one place the modality is chosen."""
+    if not is_text_dataset(data_path):
+        r = evaluate(model_path, data_path, cfg.evaluate, out_json, out_plot)
+        return StageEvaluation(r.per_dim, format_table(r.per_dim), "", r.json_path, r.plot_path, r.embeddings)
+    from mrl.text.evaluate import evaluate_text, format_text_table  # here: sentence-transformers adds ~2 s
+
+    t = evaluate_text(model_path, data_path, cfg.text.eval_k, cfg.evaluate.max_queries, out_json, out_plot,
+                      num_threads=cfg.train.num_threads)
+    return StageEvaluation(t.per_dim(), format_text_table(t), f"{t.queries:,} held-out queries against "
+                           f"{t.documents:,} documents:", t.json_path, t.plot_path, None)
 
 
 def embed(model_path: str | Path, data_path: str | Path, out_path: str | Path, batch_size: int = 1024) -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,9 +21,10 @@ from mrl.data.thumbnails import item_thumbnails
 from mrl.errors import MRLError
 from mrl.progress import progress
 from mrl.retrieval import milvus_index as mi
+from mrl.retrieval.backends import open_index, resolve_backend
 from mrl.retrieval.choose import FunnelCost, candidate_funnels, choose_funnel, measure_funnels, plot_cost_recall
 from mrl.retrieval.funnel import Funnel, exact_search
-from mrl.retrieval.serving import open_index, resolve_backend
+from mrl.retrieval.lifecycle import drop_old_collections
 from mrl.text.artifact import TEXT_FIELD, TextDataset, is_text_dataset, load_text_dataset
 from mrl.tracking import client as mlflow_client
 from mrl.tracking import file_sha256
@@ -40,7 +40,7 @@ class PromotionResult:
     dropped: list[str]
 
     def to_dict(self) -> dict:
-        """The promotion record (`mrl promote --out`, the KFP step's `promotion` artifact)."""
+        """The promotion record (`mrl index promote --out`, the KFP step's `promotion` artifact)."""
         return {"collection": self.collection, "previous": self.previous, "rows": self.rows,
                 "funnel": self.funnel.row(), "verify_recall": self.verify_recall, "dropped": self.dropped}
 
@@ -387,45 +387,3 @@ def save_drift_reference(cfg: Config, collection: str, champion: Champion, funne
     path = drift.save_reference(ref, drift.reference_path(cfg, collection))
     mlflow_client(tracking_uri).log_artifact(champion.run_id, str(path), "drift")
     return path
-
-
-def drop_old_collections(client, alias: str, keep_last: int, grace_s: float = 0.0,
-                         log: Callable[[str], None] | None = None) -> list[str]:
-    """Keep the newest `keep_last` versioned collections, always the served one and its previous, and any the
-    alias left less than `grace_s` ago (a replica may still serve it until its next alias check); a later
-    promotion drops those."""
-    serving = mi.alias_target(client, alias)
-    protected = {serving, mi.CollectionInfo.read(client, serving).previous} if serving else set()
-    names = mi.versioned_collections(client, alias)
-    dropped = []
-    for name in names[: max(0, len(names) - keep_last)]:
-        if name in protected:
-            continue
-        left = mi.replaced_at(client, name)
-        if left is not None and time.time() - left < grace_s:
-            if log:
-                log(f"keeping {name}: the alias left it {time.time() - left:.0f} s ago, within retrieval.drop_grace_s "
-                    f"{grace_s:.0f} s (replicas may still serve it); a later promotion drops it")
-            continue
-        client.drop_collection(name)
-        dropped.append(name)
-    return dropped
-
-
-def rollback_index(cfg: Config, milvus_uri: str | None = None, alias: str | None = None) -> tuple[str, str]:
-    """Point the alias (default: retrieval.collection_prefix) back at the collection the current one replaced.
-    Returns (from, to)."""
-    client = mi.connect(milvus_uri)
-    alias = alias or cfg.retrieval.collection_prefix
-    current = mi.alias_target(client, alias)
-    if current is None:
-        raise MRLError(f"Milvus alias {alias} does not exist; nothing to roll back")
-    held = mi.lock_holder(client, alias)
-    if held is not None:  # its swap would fail on the moved alias after all its work; and this would be undone
-        raise MRLError(f"Milvus alias {alias}: a promotion ({held.get('owner')}) is running; roll back after it ends")
-    previous = mi.CollectionInfo.read(client, current).previous
-    if not previous or previous not in client.list_collections():
-        raise MRLError(f"Milvus alias {alias} -> {current}: no previous collection to roll back to")
-    client.alter_alias(collection_name=previous, alias=alias)
-    mi.mark_replaced(client, current)
-    return current, previous

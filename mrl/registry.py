@@ -13,6 +13,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import mlflow
+from mlflow.exceptions import MlflowException
+
 from mrl.config import RegistryConfig
 from mrl.errors import MRLError
 from mrl.tracking import LINEAGE_TAGS, MODEL_URI_TAG, PER_DIM_PREFIX, client, log_training_run, per_dim_markdown
@@ -67,8 +70,6 @@ class GateDecision:
 
 
 def alias_version(mlflow_client, name: str, alias: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-
     try:
         return str(mlflow_client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
@@ -103,9 +104,6 @@ def lineage_line(lineage: dict[str, str]) -> str:
 def register_model(run_id: str, model_name: str, tracking_uri: str | None = None,
                    set_challenger: bool = True) -> Registration:
     """Register the model logged by `run_id` as a new version and (by default) point `challenger` at it."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     c = client(tracking_uri)
     try:
         run = c.get_run(run_id)
@@ -117,7 +115,7 @@ def register_model(run_id: str, model_name: str, tracking_uri: str | None = None
     lineage = {k: v for k, v in run.data.tags.items() if k in LINEAGE_TAGS and v}
     version = str(mlflow.register_model(model_uri, model_name, tags={"mrl.run_id": run_id, **lineage}).version)
     c.update_model_version(model_name, version, describe_version(
-        "Not gated yet: `mrl promote-model` runs the per-dim gate.", run_per_dim(run)))
+        "Not gated yet: `mrl model promote` runs the per-dim gate.", run_per_dim(run)))
     if set_challenger:
         c.set_registered_model_alias(model_name, CHALLENGER, version)
     return Registration(model_name, version, run_id)
@@ -144,8 +142,6 @@ def describe_version(verdict: str, per_dim: dict[int, dict[str, float]], gate_ta
 
 def require_version(mlflow_client, model_name: str, version: str) -> None:
     """A one-line error, not MLflow's traceback, for a version the registry does not have."""
-    from mlflow.exceptions import MlflowException
-
     try:
         mlflow_client.get_model_version(model_name, version)
     except MlflowException:
@@ -201,7 +197,7 @@ def promote_if_better(model_name: str, cfg: RegistryConfig, version: str | None 
     c = client(tracking_uri)
     version = version or alias_version(c, model_name, CHALLENGER)
     if version is None:
-        raise MRLError(f"{model_name}: no '{CHALLENGER}' alias to promote; run `mrl register` first")
+        raise MRLError(f"{model_name}: no '{CHALLENGER}' alias to promote; run `mrl model register` first")
     require_version(c, model_name, version)
     champion = alias_version(c, model_name, CHAMPION)
     if champion == version:
@@ -235,7 +231,9 @@ def promote_if_better(model_name: str, cfg: RegistryConfig, version: str | None 
 def record_gate(c, model_name: str, decision: GateDecision, cfg: RegistryConfig) -> None:
     """Before any alias moves: the gate's table and plot on the challenger's run, and its verdict in the
     version's description, so the registry page says why a version is (not) champion."""
-    from mrl.compare import gate_figure
+    # Here, not at the top: every stage reads the registry, and only the gate draws (mrl/plots.py would be a DVC
+    # dep of them all).
+    from mrl.plots import gate_figure
 
     run = c.get_run(c.get_model_version(model_name, decision.version).run_id)
     stem = f"gate/{cfg.primary_metric}_vs_{'v' + decision.previous_champion if decision.previous_champion else 'floor'}"
@@ -244,6 +242,7 @@ def record_gate(c, model_name: str, decision: GateDecision, cfg: RegistryConfig)
     try:
         c.log_figure(run.info.run_id, figure, f"{stem}.png")
     finally:
+        # (already imported by the figure; here so that reading the registry never imports it)
         import matplotlib.pyplot as plt
 
         plt.close(figure)

@@ -8,7 +8,7 @@
 - auto:   kfp when a KFP host is configured, else dvc (what retrain.yml runs)
 
 Secrets come from the environment only, so params.yaml can be committed. The library does not import its
-front-ends: local and kfp run through `Launchers` that the caller passes in (`pipelines.run.LAUNCHERS`).
+front-ends: local and kfp run through `Launchers` that the caller passes in (`pipelines.launch.launchers()`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def retrain(cfg: Config, how: str, input_path: str = "", tracking_uri: str = "",
     (as params YAML), so command-line overrides reach its steps."""
     how = resolve_how(cfg, how)
     if how in ("local", "kfp") and launchers is None:
-        raise MRLError(f"retrain: {how} needs the pipeline launchers (pipelines.run.LAUNCHERS)")
+        raise MRLError(f"retrain: {how} needs the pipeline launchers (pass `pipelines.launch.launchers()`)")
     if how == "local":
         version = launchers.run_local(config_yaml(cfg), tracking_uri or "", Path("artifacts/kfp"), cfg.ingest.source,
                                       input_path or cfg.ingest.input, milvus_uri)

@@ -14,8 +14,17 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+import yaml
+from mlflow import MlflowClient
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
 
 from mrl.checkpoint import load_model
 from mrl.errors import MRLError
@@ -36,7 +45,7 @@ PER_DIM_PREFIX = "per_dim/"
 # "GenAI / Model training" switch at the top left instead (or ?workflowType=machine_learning); earlier 3.x
 # UIs and MLflow's own tools read the tag.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-# Copied from the run onto its model versions (mrl models shows them).
+# Copied from the run onto its model versions (mrl model list shows them).
 LINEAGE_TAGS = ("mrl.data", "mrl.data_sha256", "mrl.data_dvc_md5", "mrl.params_sha256", "mrl.git_commit")
 
 
@@ -60,9 +69,6 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
 
 def client(uri: str | None = None):
     """An MlflowClient for the resolved URI, after checking that a server URI answers."""
-    import mlflow
-    from mlflow import MlflowClient
-
     uri = resolve_tracking_uri(uri)
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)  # log_model and register_model use the fluent API's URI
@@ -75,8 +81,6 @@ def set_experiment(c, name: str) -> None:
     With a sqlite store MLflow would put its artifacts in ./mlruns of whatever directory the process runs in;
     keep them beside the database instead (the project directory for the default ./mlflow.db, a temp dir
     for a temp database). A relative sqlite path is resolved against the current directory, as MLflow does."""
-    import mlflow
-
     uri, (kind_key, kind) = c.tracking_uri, EXPERIMENT_KIND
     experiment = c.get_experiment_by_name(name)
     if experiment is None:
@@ -116,8 +120,6 @@ def params_sha256(config: dict[str, Any]) -> str:
 
 def dvc_md5(data_path: str) -> str | None:
     """The md5 DVC recorded for `data_path` as a stage output (dvc.lock in the working directory), when it is one."""
-    import yaml
-
     lock = Path("dvc.lock")
     if not data_path or not lock.is_file():
         return None
@@ -157,12 +159,6 @@ def lineage_tags(data_path: str, config: dict[str, Any] | None = None) -> dict[s
 def log_dataset_input(data_path: str, sha256: str | None) -> None:
     """The training data as the run's MLflow dataset input (the run page's Datasets column), named after the file,
     with its content digest."""
-    import warnings
-
-    import mlflow
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-
     if not data_path:
         return
     with warnings.catch_warnings():
@@ -181,8 +177,6 @@ def flatten_config(config: dict[str, Any]) -> dict[str, str]:
 def log_evaluation_artifacts(metrics_path: Path, per_dim: dict[int, dict[str, float]], plot_path: Path | None) -> None:
     """Fixed names with extensions, whatever the inputs are called (KFP names them `per_dim` and `plot`),
     so the MLflow UI previews them: evaluation/per_dim.json, per_dim.md (table) and per_dim.png."""
-    import mlflow
-
     mlflow.log_text(metrics_path.read_text(), "evaluation/per_dim.json")
     mlflow.log_text(per_dim_markdown(per_dim) + "\n", "evaluation/per_dim.md")
     if plot_path:
@@ -194,10 +188,6 @@ def log_evaluation_artifacts(metrics_path: Path, per_dim: dict[int, dict[str, fl
 def log_training_run(model_path: str | Path, metrics_path: str | Path, plot_path: str | Path | None = None,
                      tracking_uri: str | None = None, experiment: str = "mrl", run_name: str | None = None) -> str:
     """Log a trained, evaluated model as one MLflow run; return its run id."""
-    import mlflow
-    import numpy as np
-    import torch
-
     model = load_model(model_path)
     try:
         per_dim = {int(m): row for m, row in json.loads(Path(metrics_path).read_text()).items()}

@@ -14,13 +14,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import great_expectations as gx
+import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
+from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from mrl.config import Config, ModelConfig, ValidationConfig, VideoConfig
 from mrl.data.artifact import SPLITS, atomic_write, load_dataset
 from mrl.errors import MRLError
 from mrl.models.backbones import model_input_shape
+from mrl.text.artifact import is_text_dataset, load_text_dataset
 
 
 @dataclass
@@ -35,8 +39,6 @@ def _gx():
     # GX reads these at import; keep it offline and quiet in pipelines.
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
 
     return gx, gxe
 
@@ -44,7 +46,6 @@ def _gx():
 def _run_suites(name: str, frames: dict[str, tuple[pd.DataFrame, list]]) -> tuple[list[dict], list[str], int]:
     """Validate each frame with its expectations in one ephemeral GX context."""
     gx, _ = _gx()
-    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -140,8 +141,6 @@ def validate_dataset(data_path: str | Path, cfg: ValidationConfig, out_path: str
     """Run the dataset suite on an artifact from `mrl ingest` (the text suite on a text dataset); raise MRLError if any
     expectation fails. With `model`, every image's channels and size are checked against what a pretrained
     model.backbone takes."""
-    from mrl.text.artifact import is_text_dataset
-
     if is_text_dataset(data_path):
         return validate_text_dataset(data_path, cfg, out_path)
     ds = load_dataset(data_path, check=False)
@@ -201,8 +200,6 @@ def text_expectations(cfg: ValidationConfig, n_classes: int) -> dict[str, list]:
 def validate_text_dataset(data_path: str | Path, cfg: ValidationConfig,
                           out_path: str | Path | None = None) -> ValidationReport:
     """Run the text suite on a text dataset from `mrl ingest --source text`."""
-    from mrl.text.artifact import load_text_dataset
-
     td = load_text_dataset(data_path, check=False)
     docs, n_docs, n_queries = td.documents, len(td.documents.ids), len(td.query_ids)
     lengths = {"document vectors": len(docs.x), "document texts": len(td.doc_texts), "document labels": len(docs.labels),
@@ -308,6 +305,7 @@ def frames_expectations(fps: float, input_shape: tuple[int, int, int] | None = N
 def validate_frames(path: str | Path, cfg: Config | VideoConfig, out_path: str | Path | None = None) -> ValidationReport:
     """Run the frames suite on an artifact from `mrl ingest --source video` (rates against video.fps; with the whole
     Config, frame channels and size against a pretrained model.backbone's input)."""
+    # the video modules: a DVC dep of the video stages only, not of every validation
     from mrl.video.frames import load_frames
 
     fps = (cfg.video if isinstance(cfg, Config) else cfg).fps
@@ -361,6 +359,7 @@ def segments_expectations(fps: float, videos: list[str]) -> dict[str, list]:
 
 def validate_segments(path: str | Path, out_path: str | Path | None = None) -> ValidationReport:
     """Run the segments suite on an artifact from `mrl segment` (its sampling rate is in the artifact)."""
+    # the video modules: a DVC dep of the video stages only, not of every validation
     from mrl.video.scenes import load_segments
 
     s = load_segments(path)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from kfp import compiler, dsl
 
-from components import drift_op, retrain_op
+from components.drift import drift_op
+from components.retrain import retrain_op
 from mrl.config import ClusterConfig
 from pipelines.cluster import DATA_MOUNT, DEFAULT_CLUSTER, on_cluster
 

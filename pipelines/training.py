@@ -5,18 +5,15 @@ from pathlib import Path
 
 from kfp import compiler, dsl
 
-from components import (
-    dataset_drift_op,
-    evaluate_op,
-    finish_promotion_op,
-    ingest_op,
-    insert_shard_op,
-    plan_promotion_op,
-    register_op,
-    shard_list_op,
-    train_op,
-    validate_op,
-)
+# The component modules, not the `components` package: it also holds the drift pipeline's retrain step, which
+# launches this pipeline.
+from components.drift import dataset_drift_op
+from components.evaluate import evaluate_op
+from components.ingest import ingest_op
+from components.promote import finish_promotion_op, insert_shard_op, plan_promotion_op, shard_list_op
+from components.register import register_op
+from components.train import train_op
+from components.validate import validate_op
 from mrl.config import ClusterConfig
 from pipelines.cluster import DEFAULT_CLUSTER, on_cluster, training_resources
 

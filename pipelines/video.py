@@ -6,7 +6,13 @@ from pathlib import Path
 
 from kfp import compiler, dsl
 
-from components import ingest_videos_op, promote_segments_op, segment_videos_op, validate_frames_op, validate_segments_op
+from components.video import (
+    ingest_videos_op,
+    promote_segments_op,
+    segment_videos_op,
+    validate_frames_op,
+    validate_segments_op,
+)
 from mrl.config import ClusterConfig
 from pipelines.cluster import DEFAULT_CLUSTER, on_cluster
 

@@ -31,7 +31,7 @@ mrl ingest --params "$PARAMS" --source image_folder --input "$OUT/crops" --outpu
 mrl validate --params "$PARAMS" --data "$OUT/photos.npz"
 mrl train --params "$PARAMS" --data "$OUT/photos.npz" --out "$OUT/head.pt"
 mrl evaluate --params "$PARAMS" --model "$OUT/head.pt" --data "$OUT/photos.npz" --metrics-out "$OUT/metrics.json"
-mrl register --params "$PARAMS" --model "$OUT/head.pt" --metrics "$OUT/metrics.json" --gate --tracking-uri "$MLFLOW"
+mrl model register --params "$PARAMS" --model "$OUT/head.pt" --metrics "$OUT/metrics.json" --gate --tracking-uri "$MLFLOW"
 
 step "the video pipeline (kfp.local)"
 mrl pipeline run --params "$PARAMS" --input "$OUT/videos" --tracking-uri "$MLFLOW" --milvus-uri "$MILVUS" \

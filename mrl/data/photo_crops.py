@@ -14,6 +14,7 @@ from PIL import Image
 
 from mrl.data.augment import crop_box
 from mrl.errors import MRLError
+from mrl.video.photos import find_photos, load_photo, split_photos
 
 AREA = (0.2, 0.8)  # share of the photo a crop covers: zoomed in 1.1-2.2x, as footage frames are
 MAX_SIDE = 320  # px: crops are stored small; ingest resizes them to the model's input anyway
@@ -25,8 +26,6 @@ def random_crop(im: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 def photo_crops(photos, per_photo: int, seed: int = 0):
     """(photo index, crop) pairs, `per_photo` random crops of each photo (mrl.video.photo_footage.Photo)."""
-    from mrl.video.photo_footage import load_photo
-
     rng = np.random.default_rng(seed)
     for i, photo in enumerate(photos):
         im = load_photo(photo.path)
@@ -47,8 +46,6 @@ def write_photo_crops(out_dir: str | Path, photos, per_photo: int, seed: int = 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    from mrl.video.photo_footage import find_photos, split_photos
-
     p = argparse.ArgumentParser(prog="python -m mrl.data.photo_crops", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--per-photo", type=int, default=40)

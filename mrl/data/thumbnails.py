@@ -7,14 +7,13 @@ import base64
 import io
 
 import numpy as np
+from PIL import Image
 
 ITEM_THUMBNAIL_PX = 96  # widest stored item thumbnail; smaller images are kept at their own size
 
 
 def thumbnail_png(pixels: np.ndarray, size: int = 96) -> bytes:
     """A (C, H, W) uint8 image as a PNG `size` pixels wide (nearest: the model's input stays visible)."""
-    from PIL import Image
-
     image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
     if image.width != size:
         image = image.resize((size, max(1, round(size * image.height / image.width))), Image.Resampling.NEAREST)

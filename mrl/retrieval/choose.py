@@ -11,10 +11,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from mrl.config import RetrievalConfig
+from mrl.data.artifact import atomic_write
 from mrl.retrieval.funnel import Funnel, exact_search, recall_at_k
+from mrl.retrieval.memory_index import funnel_search_rows
+from mrl.retrieval.shortlist import ShortlistIndex
 
 
 @dataclass
@@ -59,9 +63,6 @@ def measure_funnels(items: np.ndarray, queries: np.ndarray, funnels: list[Funnel
     cfg.target_recall is the fastest of its group that does, so larger k0 are not measured at all (their rows are
     absent), and smaller ones, which miss the target, get recall only (latency_ms None). The exact baseline is
     always timed."""
-    from mrl.retrieval.memory_index import funnel_search_rows
-    from mrl.retrieval.shortlist import ShortlistIndex
-
     k = cfg.k
     truth = exact_search(items, queries, k).indices
     shortlists: dict[tuple, ShortlistIndex] = {}  # one FAISS index per (d0, storage), built on first use
@@ -100,8 +101,6 @@ def measure_funnels(items: np.ndarray, queries: np.ndarray, funnels: list[Funnel
 def single_query_ms(search, queries: np.ndarray) -> list[float]:
     """Milliseconds of `search(one_query[None, :])` per query, on one thread (a service answers one query per
     core), after one warm-up call."""
-    import faiss
-
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
@@ -123,12 +122,12 @@ def choose_funnel(costs: list[FunnelCost], target_recall: float) -> FunnelCost:
 
 
 def plot_cost_recall(costs: list[FunnelCost], chosen: FunnelCost, target: float, path: Path) -> None:
+    # matplotlib: ~0.9 s to import; only the plot needs it
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mrl.data.artifact import atomic_write
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     timed = [c for c in costs if c.latency_ms is not None]  # the fastest funnel of each kind reaching the target

@@ -155,7 +155,7 @@ class InMemoryIndex:
         return funnel_search(self, queries, funnel, k)
 
 
-class InMemoryFunnelIndex:
+class ReferenceFunnelIndex:
     """The exact in-memory reference behind the same interface as the Milvus backend
     (`MilvusFunnelIndex`): `search(queries, k) -> (hits per query, timings)` and `vector_of(id)`."""
 

@@ -20,6 +20,7 @@ import numpy as np
 from mrl.errors import MRLError
 from mrl.progress import progress
 from mrl.retrieval.funnel import Funnel, SearchResult, normalized_prefix, rerank_rows
+from mrl.retrieval.milvus_index import CollectionInfo, row_count
 from mrl.retrieval.shortlist import ShortlistIndex
 
 
@@ -44,8 +45,6 @@ def funnel_search_rows(shortlist: ShortlistIndex, full: np.ndarray, queries: np.
 def read_collection(client, name: str, batch: int = 16_000) -> tuple[list[str], list[str], np.ndarray]:
     """Every row's id, label and full embedding, paged with a query iterator (Milvus caps one query's offset +
     limit at 16,384 rows), with progress."""
-    from mrl.retrieval.milvus_index import row_count
-
     total = row_count(client, name)
     ids, labels, full = [], [], None
     bar = progress(None, f"loading {name} from Milvus", "row", total=total)
@@ -70,14 +69,12 @@ def read_collection(client, name: str, batch: int = 16_000) -> tuple[list[str], 
 
 class MemoryFunnelIndex:
     """Funnel search in process over a collection read from Milvus. The same interface as `MilvusFunnelIndex`
-    and the exact reference `InMemoryFunnelIndex`: `search(queries, k) -> (hits per query, timings)`,
+    and the exact reference `ReferenceFunnelIndex`: `search(queries, k) -> (hits per query, timings)`,
     `vector_of(id)`, `sample_id()`, `info`, `name`, `client`."""
 
     in_process = True  # a search is CPU work in this process (no I/O): the service runs it on its event loop
 
     def __init__(self, client, name: str, cfg, log: Callable[[str], None] | None = None):
-        from mrl.retrieval.milvus_index import CollectionInfo
-
         self.client, self.name = client, name
         self.info = CollectionInfo.read(client, name)
         client.load_collection(name)  # a no-op when loaded; needed after a restart (Milvus Lite reopens it released)

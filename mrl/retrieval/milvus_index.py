@@ -13,10 +13,14 @@ field, so a funnel search is one round trip; the schema tells which layout a col
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
+import logging
 import os
 import re
+import socket
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +46,6 @@ def resolve_milvus_uri(explicit: str | None = None) -> str:
 def connect(uri: str | None = None, lock_wait_s: float = 300.0):
     """A MilvusClient. A Milvus Lite file is opened by one process at a time: while another holds it (parallel
     pipeline steps on kfp.local), wait up to lock_wait_s for it."""
-    import logging
-
     # Milvus Lite's in-process gRPC server logs a traceback for RPCs it does not implement (and that the
     # client handles), and pymilvus logs each failed RPC before raising it: keep both out of users' logs.
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
@@ -104,6 +106,7 @@ def full_layout(client, full_dim: int) -> str:
 def full_layout_of(client, name: str) -> str:
     """The layout of collection `name`'s `full` field, from its schema: "vector" (FLOAT_VECTOR, searchable) or
     "array" (ARRAY of FLOAT, returned by search and get only)."""
+    # pymilvus reads and checks $MILVUS_URI at import (see connect): imported only where used
     from pymilvus import DataType
 
     fields = {f["name"]: f["type"] for f in client.describe_collection(name)["fields"]}
@@ -112,8 +115,6 @@ def full_layout_of(client, name: str) -> str:
 
 def _lite_locked(path: str) -> bool:
     """Whether another process holds the Milvus Lite data directory's lock (what milvus_lite itself checks)."""
-    import fcntl
-
     lock = Path(path) / "LOCK"
     if not lock.exists():
         return False
@@ -148,7 +149,7 @@ class CollectionInfo:
     def read(cls, client, name: str) -> CollectionInfo:
         d = json.loads(client.describe_collection(name).get("properties", {}).get(INFO_PROPERTY) or "{}")
         if "funnel" not in d:
-            raise MRLError(f"Milvus collection {name}: not created by `mrl promote` (no {INFO_PROPERTY} property)")
+            raise MRLError(f"Milvus collection {name}: not created by `mrl index promote` (no {INFO_PROPERTY} property)")
         return cls(name, d["model_name"], str(d["model_version"]), Funnel.from_dict(d["funnel"]),
                    list(d["nesting_dims"]), int(d["k"]), d.get("previous"), d.get("data_sha256"), d.get("video_root"))
 
@@ -182,9 +183,6 @@ def acquire_promotion_lock(client, alias: str, owner: str, log=None) -> None:
     processes or pods (KFP), which share only Milvus. Creating a collection that exists fails, and the holder's
     random token is read back, so of two promotions starting together exactly one goes on. A lock older than
     LOCK_STALE_S is taken over (its promotion died without cleaning up); a younger one is a clear error."""
-    import socket
-    import uuid
-
     held = lock_holder(client, alias)
     name = lock_collection(alias)
     if held is not None:
@@ -193,12 +191,13 @@ def acquire_promotion_lock(client, alias: str, owner: str, log=None) -> None:
             since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(held.get("since", 0))))
             raise MRLError(f"Milvus alias {alias}: another promotion ({held.get('owner')} on {held.get('host', '?')}) "
                            f"holds the promotion lock since {since}; wait for it, or if it died, release the lock with "
-                           f"`mrl unlock-index` (it is taken over by itself after {LOCK_STALE_S // 3600} h)")
+                           f"`mrl index unlock` (it is taken over by itself after {LOCK_STALE_S // 3600} h)")
         client.drop_collection(name)
         if log:
             log(f"took over the promotion lock of {held.get('owner')}, abandoned {age / 3600:.1f} h ago")
     token = uuid.uuid4().hex
     record = {"owner": owner, "token": token, "since": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
+    # pymilvus reads and checks $MILVUS_URI at import (see connect): imported only where used
     from pymilvus import DataType, MilvusClient
 
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -265,6 +264,7 @@ def create_collection(client, info: CollectionInfo, full_dim: int, index_type: s
                       hnsw_ef_construction: int, extra_fields: dict[str, str] | None = None) -> None:
     """The empty collection, indexed and loaded, with `full` in the layout this engine allows (see `full_layout`).
     `extra_fields`: more scalar fields, name -> "varchar" | "text" (up to 64 KB) | "float" (video segments')."""
+    # pymilvus reads and checks $MILVUS_URI at import (see connect): imported only where used
     from pymilvus import DataType, MilvusClient
 
     layout = full_layout(client, full_dim)  # first: an unsupported server fails before anything is created
@@ -343,7 +343,7 @@ class MilvusFunnelIndex:
 
     def search(self, queries: np.ndarray, k: int | None = None) -> tuple[list[list[dict]], dict[str, float]]:
         """Per query: [{"id", "score", "label"}], best first; and per-stage timings in ms (summed).
-        The same interface as the in-memory reference, `mrl.retrieval.InMemoryFunnelIndex`.
+        The same interface as the in-memory reference, `mrl.retrieval.ReferenceFunnelIndex`.
 
         One Milvus round trip for the whole batch: the shortlist search also returns each candidate's label and,
         when the funnel re-ranks, its full embedding (`shortlist_d<d0>` times the call and decoding its rows)."""

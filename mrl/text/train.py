@@ -22,11 +22,12 @@ from mrl.config import Config
 from mrl.errors import MRLError
 from mrl.losses import MatryoshkaLoss, PairInfoNCE
 from mrl.metrics import cosine_top_k
+from mrl.models.text_adapter import TextAdapter
 from mrl.progress import progress
-from mrl.text.adapter import ENCODER, TextAdapter, adapter_config, resolve_nesting_dims
+from mrl.text.adapter import ENCODER, adapter_config, resolve_nesting_dims
 from mrl.text.artifact import TextDataset, load_text_dataset
 from mrl.text.evaluate import evaluate_retrieval
-from mrl.train import TrainResult, lr_lambda
+from mrl.training import TrainResult, lr_lambda
 
 VAL_QUERIES = 1000  # held-out queries scored after each epoch (a quick signal, not the evaluation)
 
@@ -118,4 +119,5 @@ def train_text_adapter(cfg: Config, data_path: str | Path, out_path: str | Path,
         log(f"epoch {epoch + 1}/{tc.epochs}: loss {epoch_loss:.4f}, {record['seconds']:.1f}s "
             f"({len(pq) / record['seconds']:,.0f} pairs/s){summary}")
     seconds = time.perf_counter() - started
-    return TrainResult(Path(out_path), tc.epochs, epoch_loss, seconds, len(pq) * tc.epochs / seconds, meta["history"])
+    return TrainResult(Path(out_path), tc.epochs, epoch_loss, seconds, len(pq) * tc.epochs / seconds, meta["history"],
+                       unit="pairs", objective="pairs (in-batch InfoNCE)")

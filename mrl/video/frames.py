@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
 
 from mrl.config import IngestConfig, VideoConfig
@@ -87,8 +88,6 @@ def load_frames(path: str | Path, check: bool = True) -> Frames:
 def iter_frames(path: Path, fps: float, channels: int, size: int) -> Iterator[tuple[float, np.ndarray]]:
     """(time in seconds, uint8 (C, size, size)) every 1/fps seconds of `path`, decoded as a stream. MRLError naming
     the file if it cannot be opened, has no video stream, no frames, a decoding error or ends early (truncated)."""
-    import av
-
     if path.stat().st_size == 0:
         raise MRLError(f"{path}: empty file (0 bytes)")
     try:
@@ -141,8 +140,6 @@ def _reason(e: Exception) -> str:
 
 def video_duration(path: Path, last_frame_t: float, fps: float) -> float:
     """The container's duration, else the last sampled frame's time plus one sampling step."""
-    import av
-
     with av.open(str(path)) as container:
         if container.duration:
             return container.duration / 1e6

@@ -22,9 +22,10 @@ from mrl.data.thumbnails import thumbnail_png
 from mrl.errors import MRLError
 from mrl.progress import progress
 from mrl.retrieval import milvus_index as mi
+from mrl.retrieval.backends import open_index, resolve_backend
 from mrl.retrieval.choose import FunnelCost, candidate_funnels, choose_funnel, measure_funnels
 from mrl.retrieval.funnel import Funnel, exact_search
-from mrl.retrieval.serving import resolve_backend
+from mrl.retrieval.lifecycle import drop_old_collections
 from mrl.video.scenes import Segments, load_segments
 
 FRAMES_SUFFIX = "_frames"
@@ -37,6 +38,7 @@ def frames_collection(name: str) -> str:
 
 
 def create_frames_collection(client, name: str, dim: int) -> None:
+    # pymilvus reads and checks $MILVUS_URI at import (mrl.retrieval.milvus_index.connect)
     from pymilvus import DataType, MilvusClient
 
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -156,8 +158,6 @@ def verify_segments(client, cfg: Config, name: str, segments: Segments, backend:
                     log: Callable[[str], None]) -> float:
     """Row counts of both collections, then recall@k of sample segments through the serving backend's funnel (stages
     1-2; the frames are not read) against exact search over the artifact (each query's own segment left out of both)."""
-    from mrl.retrieval.serving import open_index
-
     for collection, expected in ((name, len(segments)), (frames_collection(name), len(segments.frame_times))):
         rows = mi.row_count(client, collection)
         if rows != expected:
@@ -188,8 +188,6 @@ def drop_video_collection(client, name: str) -> None:
 
 
 def drop_old_video_collections(client, alias: str, keep_last: int, grace_s: float = 0.0, log=None) -> list[str]:
-    from mrl.promote import drop_old_collections
-
     dropped = drop_old_collections(client, alias, keep_last, grace_s, log)
     for name in dropped:
         drop_video_collection(client, name)

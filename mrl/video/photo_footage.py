@@ -13,180 +13,31 @@ ground_truth.json has synth.py's schema: per video, contiguous spans covering [0
 (item_id = photo id, item_index = its index in "photos", label = its group's index in "groups", class = group) and
 the boundaries between spans. Boundaries fall on frame times. Per-video fps, size and codec are in each record.
 
+Modules: mrl.video.photos finds, splits and loads the photos (and makes query stills), mrl.video.camera films a
+scene; this one plans and writes the corpus.
+
     python -m mrl.video.photo_footage --out DIR --videos 20 --mean-s 40 --split bench --queries QDIR
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
-import re
 import time
-import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
-from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps, UnidentifiedImageError
 
 from mrl.data.artifact import atomic_write
 from mrl.errors import MRLError
 from mrl.progress import progress as progress_bar
-from mrl.video.synth import (
-    _GAUSS,
-    FADE_S,
-    FADE_SHARE,
-    GROUND_TRUTH,
-    _encoder,
-    _frames_of,
-    _scene_lengths,
-    load_ground_truth,
-    write_yuv420,
-)
-
-GRACE_HOPPER = "/usr/share/matplotlib/mpl-data/sample_data/grace_hopper.jpg"  # python-matplotlib-data
-PHOTO_DIRS = (
-    "/usr/share/backgrounds/mate/nature",  # mate-backgrounds
-    "/usr/share/backgrounds/mate/abstract",
-    "/usr/share/doc/opencv-doc/examples/data",  # opencv-doc
-    "/usr/lib/python3/dist-packages/skimage/data",  # python3-skimage
-    GRACE_HOPPER,  # a file: the rest of sample_data is charts and data
-)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
-# Known sources: (id prefix, suffixes taken, names kept (None: all), names dropped). Any other directory: its name
-# as the prefix and every image in it. The drops are not photographs (3-D renders, logos, text, a painting) or the
-# same photo again at another resolution; skimage's own list is the real photographs among its test images.
-SOURCES = {
-    PHOTO_DIRS[0]: ("mate", (".jpg",), None, ()),
-    PHOTO_DIRS[1]: ("mate", (".jpg",), None, ("Elephants_3840x2160", "Elephants_5640x3172")),
-    PHOTO_DIRS[2]: ("opencv", (".jpg",), None, (
-        "Blender_Suzanne1", "Blender_Suzanne2", "blox", "HappyFish", "LinuxLogo", "WindowsLogo", "ellipses",
-        "starry_night", "text_defocus", "text_motion")),
-    PHOTO_DIRS[3]: ("skimage", (".png", ".jpg"), (
-        "astronaut", "brick", "camera", "cell", "chelsea", "clock_motion", "coffee", "coins", "grass", "gravel",
-        "hubble_deep_field", "ihc", "moon", "motorcycle_left", "motorcycle_right", "retina", "rocket"), ()),
-    GRACE_HOPPER: ("matplotlib", (".jpg",), None, ()),
-}
-MAX_SIDE = 1280  # px: photos are decoded once at most this large; footage is at most 640 wide
-GET_PHOTOS = "scripts/get-photos.sh"
-
-
-@dataclass(frozen=True)
-class Photo:
-    id: str  # "<source>/<file stem>", e.g. "opencv/left07"
-    path: str
-    group: str  # near-duplicates (a stereo pair, two views of one scene) share one; splits keep a group together
-
-
-# --- photos -------------------------------------------------------------------------------------
-
-def photo_group(prefix: str, stem: str) -> str:
-    """The group of a photo: its stem without a view marker. left01..right14 -> "calibration" (one calibration
-    series: the same person, room and chessboard in every shot), aloeL/aloeR -> "aloe",
-    leuvenA/B -> "leuven", aero1/aero3 -> "aero", motorcycle_left/right -> "motorcycle", ela_original/modified
-    -> "ela"; left/right (one stereo pair) -> "stereo". Only one trailing digit counts as a view number, so
-    img_1234-style camera names stay apart."""
-    m = re.fullmatch(r"(?:left|right)(\d*)", stem)
-    if m:
-        return f"{prefix}/calibration" if m.group(1) else f"{prefix}/stereo"
-    for rule in (r"(.+)_(?:left|right|original|modified)", r"(.*[a-z])[LRAB]", r"(.*[a-z])\d"):
-        m = re.fullmatch(rule, stem)
-        if m:
-            return f"{prefix}/{m.group(1)}"
-    return f"{prefix}/{stem}"
-
-
-def _candidates(entry: Path) -> list[tuple[str, Path]]:
-    """(prefix, file) for the images an entry of the photo dirs names."""
-    prefix, suffixes, keep, drop = SOURCES.get(str(entry), (entry.name or "photos", IMAGE_SUFFIXES, None, ()))
-    files = [entry] if entry.is_file() else sorted(p for p in entry.iterdir() if p.is_file())
-    return [(prefix, p) for p in files if p.suffix.lower() in suffixes and p.stem not in drop
-            and (keep is None or p.stem in keep)]
-
-
-def _big_enough(path: Path, min_side: int) -> bool:
-    """Reads the header only; a file PIL cannot identify is not a photo."""
-    try:
-        with Image.open(path) as im:
-            return min(im.size) >= min_side
-    except (UnidentifiedImageError, OSError):
-        return False
-
-
-def find_photos(dirs=PHOTO_DIRS, min_side: int = 256) -> list[Photo]:
-    """The photographs under `dirs` (directories or single files) whose shorter side is at least min_side px, sorted
-    by id. With the default dirs a missing one is skipped (a machine may have some of the packages); a directory
-    given explicitly must exist."""
-    dirs = tuple(str(d) for d in dirs)
-    photos: dict[str, Photo] = {}
-    for entry in map(Path, dirs):
-        if not entry.exists():
-            if dirs != PHOTO_DIRS:
-                raise MRLError(f"{entry}: photo directory not found")
-            continue
-        for prefix, path in _candidates(entry):
-            if _big_enough(path, min_side):
-                pid = f"{prefix}/{path.stem}"
-                if pid in photos:
-                    raise MRLError(f"{path}: photo id {pid} already taken by {photos[pid].path}")
-                photos[pid] = Photo(pid, str(path), photo_group(prefix, path.stem))
-    if not photos:
-        raise MRLError(f"no photos of at least {min_side} px in {', '.join(dirs)}; {GET_PHOTOS} installs "
-                       "Debian's photo packages")
-    return [photos[k] for k in sorted(photos)]
-
-
-def split_photos(photos: list[Photo], bench_share: float = 0.5, seed: int = 0) -> tuple[list[Photo], list[Photo]]:
-    """(train, bench) with about bench_share of the photos in bench, whole groups on one side. Groups are taken in
-    an order hashed from (seed, group), so the split depends on the seed and the groups alone, not on list order."""
-    if not 0 <= bench_share <= 1:
-        raise MRLError(f"bench_share: {bench_share}, need 0..1")
-    groups: dict[str, list[Photo]] = {}
-    for p in photos:
-        groups.setdefault(p.group, []).append(p)
-    order = sorted(groups, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
-    target, bench = bench_share * len(photos), set()
-    for g in order:
-        # Greedy: take a group when that brings the bench count closer to the target than leaving it.
-        if len(bench) + len(groups[g]) / 2 <= target:
-            bench.update(p.id for p in groups[g])
-    return [p for p in photos if p.id not in bench], [p for p in photos if p.id in bench]
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """RGB from any PIL mode: 16-bit and float are scaled to 8 bits, alpha is laid on mid-grey, palettes and CMYK
-    are converted."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(im, np.float64)
-        lo, hi = (0.0, 65535.0) if im.mode.startswith("I;16") else (float(a.min()), float(a.max()))
-        im = Image.fromarray(np.clip((a - lo) * 255 / max(hi - lo, 1e-9), 0, 255).astype(np.uint8), "L")
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = im.convert("RGBA")
-        back = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
-        im = Image.alpha_composite(back, rgba)
-    return im.convert("RGB")
-
-
-@lru_cache(maxsize=4)  # ~3 MB each at 1280 px; _working keeps what the footage needs
-def load_photo(path: str, max_side: int = MAX_SIDE) -> Image.Image:
-    """A photo as an upright RGB image whose longer side is at most max_side px."""
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (max_side, max_side))  # JPEG: decode at a power-of-two reduction, still >= max_side
-            im = ImageOps.exif_transpose(im)
-            rgb = to_rgb(im)
-    except (UnidentifiedImageError, OSError) as e:
-        raise MRLError(f"{path}: cannot read the photo ({e})") from None
-    rgb.thumbnail((max_side, max_side), Image.BILINEAR)
-    return rgb
-
+from mrl.video.camera import _frames, _shot
+from mrl.video.encode import _encoder, write_yuv420
+from mrl.video.photos import PHOTO_DIRS, Photo, find_photos, split_photos, write_queries
+from mrl.video.synth import GROUND_TRUTH, load_ground_truth
+from mrl.video.synth_render import FADE_S, FADE_SHARE, _frames_of, _scene_lengths
 
 # --- footage ------------------------------------------------------------------------------------
 
@@ -195,136 +46,7 @@ FPS = (12, 15, 24, 25, 30)
 CODECS = ("h264", "vp9", "mpeg4")
 SUFFIX = {"h264": ".mp4", "vp9": ".webm", "mpeg4": ".avi"}  # a codec not listed goes in .mkv
 SCENE_S = (3.0, 10.0)
-ZOOM = (1.0, 3.0)  # crop = the largest frame-shaped window in the photo / zoom; log-uniform
-WORK_SCALE = 1.5  # working photo: its largest window at most 1.5x the frame width (zoom 1 downsamples 1.5x at most)
-SHAKE_PX = (0.5, 4.0)  # handheld shake amplitude, output px
-GAIN = (0.7, 1.2)  # brightness: a scene ramps between two of these
-CAST = 10.0  # colour cast: chroma offsets up to this many levels (of 224), in CAST_SHARE of the scenes
-CAST_SHARE = 0.5
-NOISE = (1.0, 4.0)  # sensor noise sigma, luma levels; chroma gets half
-PAD = 32  # px of margin in a scene's noise bank: each frame takes the bank at a random offset
 BITS_PER_PIXEL = 0.12  # VP9 / MPEG-4 bit rate per pixel and frame: ~370 kb/s at 480x270, 24 fps
-
-
-@dataclass
-class _Shot:
-    """One scene, ready to render frame by frame: frames first..first+n-1 (a cross-fade's overlap included)."""
-    first: int
-    y: Image.Image  # working photo, luma plane (L)
-    ycc: Image.Image  # working photo at half its size, YCbCr: the chroma planes come from it
-    boxes: np.ndarray  # (n, 4) crop box per frame, working-photo px
-    luts: np.ndarray  # (n, 3, 256) int16 Y/U/V lookup per frame: brightness, cast and limited range folded in
-    weight: np.ndarray  # (n,) cross-fade weight
-    noise_y: np.ndarray  # (H + PAD, W + PAD) int16
-    noise_c: np.ndarray  # (H/2 + PAD/2, W/2 + PAD/2) int16
-
-
-@lru_cache(maxsize=64)  # at most ~1.3 MB each (640 px frames): a worker decodes each photo once, not per scene
-def _working(path: str, size: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
-    """The photo at working resolution for frames of `size`, as luma (L) and, at half that size, YCbCr for the
-    half-size chroma planes. A 480 px frame cropped from these costs a third of a crop from a 1280 px RGB photo
-    (resizing time grows with the source pixels), and zoom 3 upsamples 2x at most."""
-    im = load_photo(path)
-    w, h = size
-    base = min(im.width, im.height * w / h)
-    scale = min(1.0, WORK_SCALE * w / base)
-    if scale < 1:
-        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
-    ycc = im.convert("YCbCr")  # JPEG's full-range BT.601; the luts map it to limited range
-    return ycc.getchannel(0), ycc.resize((max(1, ycc.width // 2), max(1, ycc.height // 2)), Image.BILINEAR)
-
-
-def _camera(rng: np.random.Generator, f: np.ndarray, t_s: np.ndarray, photo: tuple[int, int],
-            size: tuple[int, int]) -> np.ndarray:
-    """(n, 4) crop boxes: a zoom between two levels and a pan through three points, eased over the scene (f = 0..1
-    over its own span), plus shake. Boxes stay inside the photo."""
-    (pw, ph), (w, h) = photo, size
-    base_w = min(pw, ph * w / h)
-    fc = np.clip(f, 0, 1)
-    ease = fc * fc * (3 - 2 * fc)
-    z0, z1 = np.exp(rng.uniform(np.log(ZOOM[0]), np.log(ZOOM[1]), 2))
-    cw = base_w / (z0 + (z1 - z0) * ease)
-    ch = cw * h / w
-    px = np.interp(ease, [0, 0.5, 1], rng.uniform(0, 1, 3))  # window position, 0..1 of its free range
-    py = np.interp(ease, [0, 0.5, 1], rng.uniform(0, 1, 3))
-    shake = []
-    for _ in range(2):  # two slow sways (0.3-3 Hz) and a per-frame jitter, in output px
-        hz, phase = rng.uniform(0.3, 3.0, 2), rng.uniform(0, 2 * np.pi, 2)
-        sway = np.sin(2 * np.pi * hz[0] * t_s + phase[0]) + 0.5 * np.sin(2 * np.pi * hz[1] * t_s + phase[1])
-        shake.append(rng.uniform(*SHAKE_PX) * (sway / 1.5 + 0.3 * rng.standard_normal(len(f))))
-    x0 = np.clip(px * (pw - cw) + shake[0] * cw / w, 0, pw - cw)
-    y0 = np.clip(py * (ph - ch) + shake[1] * ch / h, 0, ph - ch)
-    return np.stack([x0, y0, x0 + cw, y0 + ch], axis=1)
-
-
-def _luts(rng: np.random.Generator, f: np.ndarray) -> np.ndarray:
-    """(n, 3, 256) int16: full-range YCbCr -> limited-range YUV with this scene's brightness ramp (which scales the
-    chroma too: a dimmer picture is less saturated) and colour cast."""
-    g0, g1 = rng.uniform(*GAIN, 2)
-    gain = (g0 + (g1 - g0) * np.clip(f, 0, 1))[:, None]
-    black = rng.uniform(-6, 6)  # black level, luma levels
-    cast = rng.uniform(-CAST, CAST, 2) if rng.random() < CAST_SHARE else np.zeros(2)
-    v = np.arange(256, dtype=np.float64)[None]
-    y = 16 + (219 / 255) * np.clip(gain * v + black, 0, 255)
-    u, vv = (128 + (224 / 255) * gain * (v - 128) + c for c in cast)
-    return np.clip(np.stack([y, u, vv], axis=1), 0, 255).round().astype(np.int16)
-
-
-def _noise_bank(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    return np.take(_GAUSS * sigma, rng.integers(0, 256, shape, dtype=np.uint8)).round().astype(np.int16)
-
-
-def _shot(rng: np.random.Generator, path: str, span: tuple[int, int], core: tuple[int, int], fades: tuple[int, int],
-          fps: int, size: tuple[int, int]) -> _Shot:
-    """Scene frames span=(first, last) whose own span is core=(start, end) frames; fades = (half-fade in frames at
-    its start, at its end), 0 for a cut. Motion and ramps extend into a fade's overlap."""
-    (first, last), (a, b), (w, h) = span, core, size
-    frames = np.arange(first, last)
-    f = (frames - a) / max(1, b - a - 1)
-    y_img, ycc = _working(path, size)
-    boxes = _camera(rng, f, frames / fps, y_img.size, size)
-    weight = np.ones(last - first)
-    t = frames + 0.5
-    if fades[0]:  # fading in over [a - h, a + h): the weight crosses 0.5 at the boundary a
-        weight = np.minimum(weight, (t - (a - fades[0])) / (2 * fades[0]))
-    if fades[1]:
-        weight = np.minimum(weight, ((b + fades[1]) - t) / (2 * fades[1]))
-    sigma = rng.uniform(*NOISE)
-    return _Shot(first, y_img, ycc, boxes, _luts(rng, f), weight.astype(np.float32),
-                 _noise_bank(rng, (h + PAD, w + PAD), sigma), _noise_bank(rng, (h // 2 + PAD // 2, w // 2 + PAD // 2),
-                                                                          sigma / 2))
-
-
-def _render(shot: _Shot, t: int, size: tuple[int, int]) -> list[np.ndarray]:
-    """Clean (noise-free) int16 Y, U, V planes of frame t."""
-    j = t - shot.first
-    box = tuple(float(v) for v in shot.boxes[j])
-    w, h = size
-    y = np.asarray(shot.y.resize((w, h), Image.BILINEAR, box=box))
-    half = (box[0] / 2, box[1] / 2, min(box[2] / 2, shot.ycc.width), min(box[3] / 2, shot.ycc.height))
-    c = np.asarray(shot.ycc.resize((w // 2, h // 2), Image.BILINEAR, box=half))
-    lut = shot.luts[j]
-    return [np.take(lut[0], y), np.take(lut[1], c[..., 1]), np.take(lut[2], c[..., 2])]
-
-
-def _frames(rng: np.random.Generator, shots: list[_Shot], total: int, size: tuple[int, int]):
-    """Yield (Y, U, V) uint8 planes for frames 0..total-1: one scene, or two blended over a cross-fade, plus the
-    leading scene's sensor noise taken at a random offset of its bank."""
-    w, h = size
-    for t in range(total):
-        live = [s for s in shots if s.first <= t < s.first + len(s.weight)]
-        if len(live) == 1:
-            planes, lead = _render(live[0], t, size), live[0]
-        else:
-            weights = [float(s.weight[t - s.first]) for s in live]
-            parts = [_render(s, t, size) for s in live]
-            planes = [np.rint(sum(wt * p[i] for wt, p in zip(weights, parts))).astype(np.int16) for i in range(3)]
-            lead = live[int(np.argmax(weights))]
-        dy, dx = rng.integers(0, PAD + 1, 2)
-        planes[0] += lead.noise_y[dy:dy + h, dx:dx + w]
-        for p in planes[1:]:
-            p += lead.noise_c[dy // 2:dy // 2 + h // 2, dx // 2:dx // 2 + w // 2]
-        yield tuple(np.clip(p, 0, 255).astype(np.uint8) for p in planes)
 
 
 def _pick_photos(rng: np.random.Generator, n: int, n_query: int, n_distract: int, share: float) -> np.ndarray:
@@ -449,57 +171,6 @@ def generate_photo_footage(out_dir: str | Path, photos: list[Photo], n_videos: i
              "videos": [records[i] for i in range(n_videos)]}
     atomic_write(out / GROUND_TRUTH, lambda f: f.write(json.dumps(truth, indent=1).encode()))
     return truth
-
-
-# --- queries ------------------------------------------------------------------------------------
-
-def _query_jpeg(im: Image.Image, rng: np.random.Generator) -> bytes:
-    """One query still as JPEG bytes: a crop of 50-90% of the photo's area (aspect jittered), 320-640 px on its
-    longer side, maybe mirrored, colour-jittered, JPEG quality 30-90."""
-    area, stretch = rng.uniform(0.5, 0.9), np.sqrt(rng.uniform(0.8, 1.25))
-    cw = min(im.width, im.width * np.sqrt(area) * stretch)
-    ch = min(im.height, im.width * im.height * area / cw)
-    x0, y0 = rng.uniform(0, im.width - cw), rng.uniform(0, im.height - ch)
-    longer = rng.uniform(320, 640)
-    out = (max(1, round(cw * longer / max(cw, ch))), max(1, round(ch * longer / max(cw, ch))))
-    view = im.resize(out, Image.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
-    if rng.random() < 0.5:
-        view = ImageOps.mirror(view)
-    for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
-        view = enhance(view).enhance(rng.uniform(0.75, 1.25))
-    hsv = np.asarray(view.convert("HSV")).copy()
-    hsv[..., 0] += np.uint8(rng.integers(-8, 9) % 256)  # hue shift of up to ~11 degrees, wrapping around
-    view = Image.fromarray(hsv, "HSV").convert("RGB")
-    buffer = io.BytesIO()
-    view.save(buffer, "JPEG", quality=int(rng.integers(30, 91)))
-    return buffer.getvalue()
-
-
-def query_jpegs(photo: Photo, n: int, seed: int = 0) -> list[bytes]:
-    """n query stills of a photo as JPEG bytes; the same (photo id, seed) gives the same stills."""
-    rng = np.random.default_rng([seed, zlib.crc32(photo.id.encode())])
-    im = load_photo(photo.path)
-    return [_query_jpeg(im, rng) for _ in range(n)]
-
-
-def query_stills(photo: Photo, n: int, seed: int = 0) -> list[np.ndarray]:
-    """n query stills of a photo, (H, W, 3) uint8 RGB, as decoded from their JPEGs."""
-    return [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in query_jpegs(photo, n, seed)]
-
-
-def write_queries(out_dir: str | Path, photos: list[Photo], per_photo: int, seed: int = 0) -> Path:
-    """<photo id with / as _>__<n>.jpg per still and queries.json mapping file name -> photo id; returns its path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    mapping = {}
-    for photo in photos:
-        for n, data in enumerate(query_jpegs(photo, per_photo, seed)):
-            name = f"{photo.id.replace('/', '_')}__{n}.jpg"
-            atomic_write(out / name, lambda f, d=data: f.write(d))
-            mapping[name] = photo.id
-    path = out / "queries.json"
-    atomic_write(path, lambda f: f.write(json.dumps(mapping, indent=1).encode()))
-    return path
 
 
 # --- command line -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Scenes from the cheap prefix: embed sampled frames with the champion, cut each video where consecutive frames'
 small prefixes stop looking alike (or into fixed, overlapping windows), and describe every segment by the mean of
-its frames' full embeddings. Writes the segments artifact that `mrl promote --segments` indexes.
+its frames' full embeddings. Writes the segments artifact that `mrl index promote --segments` indexes.
 """
 
 from __future__ import annotations
@@ -163,6 +163,7 @@ class SegmentResult:
 def segment_videos(cfg: Config, frames_path: str | Path, output: str | Path, tracking_uri: str | None = None,
                    version: str | None = None, log: Callable[[str], None] = print) -> SegmentResult:
     """Embed the frames artifact with the champion (or `version`), cut scenes and write the segments artifact."""
+    # mlflow and torch (~4 s): validating segments imports this module and needs neither
     from mrl.champion import embed_with, resolve_champion
     from mrl.registry import _dim_metrics
     from mrl.tracking import client as mlflow_client

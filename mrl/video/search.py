@@ -1,7 +1,7 @@
 """Coarse-to-fine video search over a promoted segments collection.
 
 Stage 1 shortlists segments on the small prefix and stage 2 re-ranks them at full dim: the items funnel, served by
-the same backends (`mrl.retrieval.serving`). Stage 3 looks inside each hit at its frames (full dim) and returns the
+the same backends (`mrl.retrieval.backends`). Stage 3 looks inside each hit at its frames (full dim) and returns the
 best-matching frame's time and a tightened span: the frames around it that score within video.span_tolerance of it.
 Options: at most one hit per video, and merging hits of one video that are close in time.
 """
@@ -13,12 +13,14 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import torch
 
 from mrl.config import Config
 from mrl.errors import MRLError
 from mrl.progress import progress
 from mrl.retrieval import milvus_index as mi
-from mrl.retrieval.serving import open_index
+from mrl.retrieval.backends import open_index, resolve_backend
+from mrl.video.frames import iter_frames
 from mrl.video.index import frames_collection
 
 MAX_FETCH = 1000  # segments asked of the funnel when hits are grouped per video
@@ -95,10 +97,8 @@ class VideoIndex:
 
     def _read_frames(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """video id -> (times, float16 full embeddings), time-ordered."""
-        from mrl.retrieval.milvus_index import row_count
-
         name = frames_collection(self.name)
-        total = row_count(self.client, name)
+        total = mi.row_count(self.client, name)
         ids, videos, times, full = np.empty(total, np.int64), np.empty(total, object), np.empty(total), None
         n = 0
         bar = progress(None, f"loading {name} from Milvus", "frame", total=total)
@@ -215,14 +215,12 @@ def open_video_index(cfg: Config, milvus_uri: str | None = None, client=None,
                      log: Callable[[str], None] | None = None, one_shot: bool = False) -> VideoIndex:
     """The video index behind video.collection_prefix, with the configured backend (`one_shot`: as for items, a
     single command-line search asks Milvus directly under `auto`)."""
-    from mrl.retrieval.serving import resolve_backend
-
     client = client or mi.connect(milvus_uri)
     alias = cfg.video.collection_prefix
     name = mi.alias_target(client, alias)
     if name is None:
         raise MRLError(f"Milvus alias {alias} does not exist at {mi.resolve_milvus_uri(milvus_uri)}; index videos "
-                       "first (`mrl segment`, then `mrl promote --segments`)")
+                       "first (`mrl segment`, then `mrl index promote --segments`)")
     backend = resolve_backend(cfg.retrieval.serve_backend, milvus_uri, client)
     if one_shot and cfg.retrieval.serve_backend == "auto" and mi.CollectionInfo.read(client, name).funnel.quant == "float32":
         backend = "milvus"
@@ -232,10 +230,6 @@ def open_video_index(cfg: Config, milvus_uri: str | None = None, client=None,
 def embed_clip(path: str | Path, model, cfg: Config, item_shape: list[int]) -> np.ndarray:
     """A short clip as one query: its frames sampled at video.fps, embedded and pooled like a segment (the
     normalized mean of the frames' normalized embeddings)."""
-    import torch
-
-    from mrl.video.frames import iter_frames
-
     channels, size = item_shape[0], item_shape[-1]
     pixels = [p for _, p in iter_frames(Path(path), cfg.video.fps, channels, size)]
     with torch.no_grad():

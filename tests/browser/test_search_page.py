@@ -43,7 +43,7 @@ def server(tiny_models, tmp_path_factory):
     import uvicorn
     from mlflow import MlflowClient
 
-    from mrl.serve import create_app
+    from mrl.service import create_app
 
     tmp = tmp_path_factory.mktemp("page")
     setup = tiny_models.register(tmp, seeds=[0])
@@ -185,7 +185,7 @@ def text_server(tmp_path_factory):
     from typer.testing import CliRunner
 
     from mrl.cli import app as cli
-    from mrl.serve import create_app
+    from mrl.service import create_app
 
     tmp = tmp_path_factory.mktemp("text-page")
     uri, milvus = f"sqlite:///{tmp / 'mlflow.db'}", str(tmp / "milvus.db")
@@ -195,8 +195,8 @@ def text_server(tmp_path_factory):
     for args in (["ingest", "--source", "text", "--input", write_text_table(tmp / "t.jsonl"), "--output", data],
                  ["train", "--data", data, "--out", model],
                  ["evaluate", "--model", model, "--data", data, "--metrics-out", tmp / "m.json"],
-                 ["register", "--model", model, "--metrics", tmp / "m.json", "--gate", "--tracking-uri", uri],
-                 ["promote", "--data", data, "--tracking-uri", uri, "--milvus-uri", milvus]):
+                 ["model", "register", "--model", model, "--metrics", tmp / "m.json", "--gate", "--tracking-uri", uri],
+                 ["index", "promote", "--data", data, "--tracking-uri", uri, "--milvus-uri", milvus]):
         done = CliRunner().invoke(cli, [str(a) for a in [*args, *sets]])
         assert done.exit_code == 0, done.output
     url, uv = serve_in_thread(create_app(load_config(None, params), milvus, uri, tmp / "qlog"))
@@ -228,7 +228,7 @@ def video_server(tiny_models, browser, tmp_path_factory):
     else VP9 WebM), the tiny model (seed 0) as champion, 3-second windows as segments, promoted to Milvus Lite."""
     from mlflow import MlflowClient
 
-    from mrl.serve import create_app
+    from mrl.service import create_app
     from mrl.video.frames import ingest_videos
     from mrl.video.index import promote_segments
     from mrl.video.scenes import segment_videos

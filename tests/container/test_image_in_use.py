@@ -21,7 +21,7 @@ from helpers import REPO, SMALL_PARAMS, small_params, synthetic_images, write_fa
 from PIL import Image
 
 from components.image import MRL_IMAGE
-from mrl.drift import EXIT_DRIFT
+from mrl.drift.results import EXIT_DRIFT
 from mrl.registry import aliases
 from mrl.retrieval import milvus_index as mi
 from pipelines.containers import IMAGE_USER, docker_host

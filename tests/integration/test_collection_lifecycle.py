@@ -1,14 +1,14 @@
 """A collection the alias just left survives promotions for retrieval.drop_grace_s (replicas may still serve it), and
-`mrl unlock-index` releases a dead promotion's lock. Real Milvus Lite, collections made directly (no model)."""
+`mrl index unlock` releases a dead promotion's lock. Real Milvus Lite, collections made directly (no model)."""
 
 import pytest
 from typer.testing import CliRunner
 
 from mrl.cli import app
 from mrl.config import load_config
-from mrl.promote import drop_old_collections, rollback_index
 from mrl.retrieval import milvus_index as mi
 from mrl.retrieval.funnel import Funnel
+from mrl.retrieval.lifecycle import drop_old_collections, rollback_index
 
 pytestmark = pytest.mark.slow  # a Milvus Lite server per test (2-3 s each on 2 busy cores)
 
@@ -54,10 +54,10 @@ def test_unlock_index_releases_a_dead_promotions_lock(milvus):
     mi.acquire_promotion_lock(client, "items", "items_v7")
     client.close()  # Milvus Lite: one process at a time on the file
     runner = CliRunner()
-    out = runner.invoke(app, ["unlock-index", "--milvus-uri", uri])
+    out = runner.invoke(app, ["index", "unlock", "--milvus-uri", uri])
     assert out.exit_code == 0, out.output
     assert "released the promotion lock of alias items: held by items_v7" in out.output
-    again = runner.invoke(app, ["unlock-index", "--milvus-uri", uri])
+    again = runner.invoke(app, ["index", "unlock", "--milvus-uri", uri])
     assert again.exit_code == 2 and "no promotion lock is held" in again.output
     client = mi.connect(uri)
     assert mi.lock_holder(client, "items") is None
@@ -67,5 +67,5 @@ def test_unlock_index_releases_a_dead_promotions_lock(milvus):
 def test_a_held_lock_names_the_command_that_releases_it(milvus):
     client, _ = milvus
     mi.acquire_promotion_lock(client, "items", "items_v7")
-    with pytest.raises(Exception, match="mrl unlock-index"):
+    with pytest.raises(Exception, match="mrl index unlock"):
         mi.acquire_promotion_lock(client, "items", "items_v8")

@@ -14,14 +14,21 @@ from helpers import synthetic_images, write_fashion_mnist
 from scipy import ndimage
 from typer.testing import CliRunner
 
-from mrl import drift
 from mrl.cli import app
 from mrl.config import IngestConfig, load_config
 from mrl.data.artifact import Dataset, load_dataset, save_dataset
+from mrl.drift.calibration import build_reference
+from mrl.drift.check import check_drift
+from mrl.drift.lookups import served_reference
+from mrl.drift.monitor import monitor
+from mrl.drift.reference import Reference, load_reference
+from mrl.drift.results import EXIT_DRIFT, DriftResult
+from mrl.drift.scoring import score_window
 from mrl.errors import MRLError
 from mrl.ingest import ingest
-from mrl.promote import embed_with, promote_index, rollback_index
+from mrl.promote import embed_with, promote_index
 from mrl.retrain import retrain
+from mrl.retrieval.lifecycle import rollback_index
 
 pytestmark = pytest.mark.slow  # two promotions of 1,200 items, each calibrating a drift reference
 
@@ -65,16 +72,16 @@ def fresh_images(n: int, seed: int, transform=None, classes=None) -> tuple[np.nd
     return images[:, None], labels
 
 
-def served(env) -> drift.Reference:
-    return drift.load_reference(drift.served_reference(env["cfg"], env["milvus"]))
+def served(env) -> Reference:
+    return load_reference(served_reference(env["cfg"], env["milvus"]))
 
 
 def window(env, images: np.ndarray) -> np.ndarray:
     return embed_with(served(env).meta["model_uri"], images, 256, "window")
 
 
-def verdict(env, emb, labels=None, ref=None) -> drift.DriftResult:
-    result, _ = drift.check_drift(ref or served(env), emb, labels, env["cfg"].drift, log=lambda _: None)
+def verdict(env, emb, labels=None, ref=None) -> DriftResult:
+    result, _ = check_drift(ref or served(env), emb, labels, env["cfg"].drift, log=lambda _: None)
     return result
 
 
@@ -120,8 +127,8 @@ def test_unseen_class_is_detected(env):
     ref = served(env)
     emb = embed_with(ref.meta["model_uri"], ds.x, 256, "catalogue")
     seen = ds.labels != 9
-    ref9 = drift.build_reference(emb[seen], ds.labels[seen], [str(c) for c in ds.classes], ref.prefixes,
-                                 env["cfg"].drift, ref.meta, log=lambda _: None)
+    ref9 = build_reference(emb[seen], ds.labels[seen], [str(c) for c in ds.classes], ref.prefixes,
+                           env["cfg"].drift, ref.meta, log=lambda _: None)
     images, labels = fresh_images(4 * WINDOW, 400)
     new = window(env, images)
     without = new[labels != 9][:WINDOW]
@@ -134,8 +141,8 @@ def test_report_scores_are_the_calibrated_scores(env):
     """The Evidently report computes the same numbers calibration and the bench compute without it."""
     ref = served(env)
     emb = window(env, fresh_images(WINDOW, 500)[0])
-    result, _ = drift.check_drift(ref, emb, None, env["cfg"].drift, log=lambda _: None)
-    direct = drift.score_window(ref, emb)
+    result, _ = check_drift(ref, emb, None, env["cfg"].drift, log=lambda _: None)
+    direct = score_window(ref, emb)
     for t in result.tests:
         if t.name in direct:
             assert t.score == pytest.approx(direct[t.name], rel=1e-6, abs=1e-9)
@@ -158,8 +165,8 @@ def test_a_reference_missing_here_is_fetched_from_the_model_run(env, tmp_path):
     local = env["tmp"] / "refs" / "items_v2.npz"
     kept = local.rename(tmp_path / "kept.npz")
     try:
-        path = drift.served_reference(env["cfg"], env["milvus"], env["uri"], log=lambda _: None)
-        assert path == local and drift.load_reference(path).thresholds == drift.load_reference(kept).thresholds
+        path = served_reference(env["cfg"], env["milvus"], env["uri"], log=lambda _: None)
+        assert path == local and load_reference(path).thresholds == load_reference(kept).thresholds
     finally:
         kept.replace(local)
 
@@ -183,7 +190,7 @@ def test_cli_writes_report_summary_and_workspace_and_exits_by_verdict(env, tmp_p
     assert "Drift in embeddings" in html
 
     second = run_cli(env, "--current", str(bad), "--out", str(tmp_path / "r2"))
-    assert second.exit_code == drift.EXIT_DRIFT, second.output
+    assert second.exit_code == EXIT_DRIFT, second.output
     assert json.loads((tmp_path / "r2" / "summary.json").read_text())["drifted"] is True
 
     from evidently.ui.workspace import Workspace
@@ -208,13 +215,13 @@ def test_workspace_gets_one_drift_dashboard_and_tagged_snapshots(env, tmp_path):
     from evidently.sdk.panels import text_panel
     from evidently.ui.workspace import Workspace
 
-    from mrl.drift_dashboard import TAB, CalibratedThreshold, panel_id
+    from mrl.drift.dashboard import TAB, CalibratedThreshold, panel_id
 
     ws_dir, results = tmp_path / "ws", []
     for i, shift in enumerate([None, SHIFTS["darker"]]):
         save_window(tmp_path / f"w{i}", window(env, fresh_images(WINDOW, 600 + i, shift)[0]))
-        results.append(drift.monitor(env["cfg"], tmp_path / f"w{i}", tmp_path / f"r{i}", workspace=ws_dir,
-                                     milvus_uri=env["milvus"], tracking_uri=env["uri"], log=lambda _: None))
+        results.append(monitor(env["cfg"], tmp_path / f"w{i}", tmp_path / f"r{i}", workspace=ws_dir,
+                               milvus_uri=env["milvus"], tracking_uri=env["uri"], log=lambda _: None))
         if i == 0:  # someone's own panel: the next check must leave it alone
             project = Workspace(str(ws_dir)).search_project(env["cfg"].drift.project)[0]
             project.dashboard.add_panel(text_panel("team notes"), tab="Notes")

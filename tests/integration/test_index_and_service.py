@@ -22,6 +22,7 @@ from mrl.config import IngestConfig, load_config
 from mrl.errors import MRLError
 from mrl.ingest import ingest
 from mrl.retrieval import milvus_index as mi
+from mrl.retrieval.lifecycle import rollback_index
 
 PARAMS = SERVICE_PARAMS
 
@@ -65,17 +66,17 @@ def test_promote_verifies_swaps_and_rolls_back(setup, milvus):
     second = promote(setup, client, "2", uri=uri)
     assert (second.collection, second.previous) == ("items_v2", "items_v1")
     assert mi.alias_target(client, "items") == "items_v2"
-    assert promote_mod.rollback_index(setup["cfg"], uri) == ("items_v2", "items_v1")
+    assert rollback_index(setup["cfg"], uri) == ("items_v2", "items_v1")
     assert mi.alias_target(client, "items") == "items_v1"
     with pytest.raises(MRLError, match="no previous collection"):
-        promote_mod.rollback_index(setup["cfg"], uri)
+        rollback_index(setup["cfg"], uri)
 
 
 def test_milvus_and_in_memory_backends_answer_alike(setup, milvus):
     """One interface, two backends: with an exact (FLAT) shortlist both must return the same neighbours."""
     from mrl.data import load_dataset
-    from mrl.retrieval import InMemoryFunnelIndex
-    from mrl.retrieval.serving import open_served_index
+    from mrl.retrieval import ReferenceFunnelIndex
+    from mrl.retrieval.backends import open_served_index
 
     client, uri = milvus
     cfg = load_config(None, [*PARAMS, "retrieval.serve_backend=milvus"])
@@ -83,7 +84,7 @@ def test_milvus_and_in_memory_backends_answer_alike(setup, milvus):
     served = open_served_index(cfg.retrieval, uri, client)
     ds = load_dataset(setup["data"])
     stored = {r["id"]: r["full"] for r in client.query(served.name, filter="", output_fields=["full"], limit=1000)}
-    reference = InMemoryFunnelIndex(np.array([stored[i] for i in ds.ids]), ds.ids, [ds.classes[y] for y in ds.labels],
+    reference = ReferenceFunnelIndex(np.array([stored[i] for i in ds.ids]), ds.ids, [ds.classes[y] for y in ds.labels],
                                     served.info.funnel)
     queries = np.stack([reference.vector_of(i) for i in ds.ids[-20:]])
     ours, _ = served.search(queries, 5)
@@ -96,9 +97,9 @@ def test_milvus_and_in_memory_backends_answer_alike(setup, milvus):
 def test_memory_backend_reads_the_collection_and_answers_like_the_exact_reference(setup, milvus):
     """The default backend for Milvus Lite: the promoted collection read back from Milvus, searched in process."""
     from mrl.data import load_dataset
-    from mrl.retrieval import InMemoryFunnelIndex
+    from mrl.retrieval import ReferenceFunnelIndex
+    from mrl.retrieval.backends import open_served_index
     from mrl.retrieval.memory_index import MemoryFunnelIndex
-    from mrl.retrieval.serving import open_served_index
 
     client, uri = milvus
     promote(setup, client, "1", uri=uri)
@@ -107,7 +108,7 @@ def test_memory_backend_reads_the_collection_and_answers_like_the_exact_referenc
     ds = load_dataset(setup["data"])
     assert sorted(served.ids) == sorted(ds.ids)  # every row came back from Milvus
     stored = {r["id"]: r["full"] for r in client.query("items_v1", filter="", output_fields=["full"], limit=1000)}
-    reference = InMemoryFunnelIndex(np.array([stored[i] for i in ds.ids]), ds.ids, [ds.classes[y] for y in ds.labels],
+    reference = ReferenceFunnelIndex(np.array([stored[i] for i in ds.ids]), ds.ids, [ds.classes[y] for y in ds.labels],
                                     served.info.funnel)
     queries = np.stack([reference.vector_of(i) for i in ds.ids[-20:]])
     ours, timings = served.search(queries, 5)
@@ -123,8 +124,8 @@ def test_memory_backend_reads_the_collection_and_answers_like_the_exact_referenc
 
 
 def test_the_milvus_backend_refuses_a_quantized_shortlist_with_a_clear_error(milvus):
+    from mrl.retrieval.backends import open_index
     from mrl.retrieval.funnel import Funnel
-    from mrl.retrieval.serving import open_index
 
     client, _ = milvus
     info = mi.CollectionInfo("items_v1", "x", "1", Funnel(8, 60, (16,), 4, "int8"), [4, 8, 16], 10, None)
@@ -178,7 +179,7 @@ def test_a_promotion_waits_for_the_lock_and_never_overwrites_a_moved_alias(setup
     with pytest.raises(MRLError, match=r"another promotion \(items_v9 on .*\) holds the promotion lock"):
         promote(setup, client, "2", uri=uri)
     with pytest.raises(MRLError, match=r"a promotion \(items_v9\) is running"):
-        promote_mod.rollback_index(setup["cfg"], uri)
+        rollback_index(setup["cfg"], uri)
     assert mi.alias_target(client, "items") == "items_v1" and "items_v2" not in client.list_collections()
     mi.release_promotion_lock(client, "items", "items_v9")
 
@@ -271,7 +272,7 @@ def test_a_failed_shard_abandons_the_promotion_and_leaves_the_served_index(setup
     goes in, the second fails; the step drops the half-filled collection and its drift reference and releases the
     lock, so the alias keeps serving the old collection and the next promotion starts clean."""
     from components.promote import insert_shard_op
-    from mrl import drift
+    from mrl.drift.reference import reference_path
 
     client, uri = milvus
     small_drift = [f"drift.{k}={v}" for k, v in SMALL_PARAMS["drift"].items()]  # a reference from 320 rows
@@ -279,7 +280,7 @@ def test_a_failed_shard_abandons_the_promotion_and_leaves_the_served_index(setup
     promote(setup, client, "1", cfg=cfg, uri=uri)
     set_champion(setup, "2")
     plan = promote_mod.plan_promotion(cfg, setup["data"], setup["uri"], uri, None, log=lambda _: None)
-    assert drift.reference_path(cfg, "items_v2").exists() and mi.lock_holder(client, "items")["owner"] == "items_v2"
+    assert reference_path(cfg, "items_v2").exists() and mi.lock_holder(client, "items")["owner"] == "items_v2"
     catalogue = tmp_path / "catalogue.npy"
     np.save(catalogue, np.empty((0, 0), np.float32))  # no catalogue from the plan: each shard embeds its rows
     artifacts = {"dataset": SimpleNamespace(path=str(setup["data"])), "embeddings": SimpleNamespace(path=str(catalogue))}
@@ -303,7 +304,7 @@ def test_a_failed_shard_abandons_the_promotion_and_leaves_the_served_index(setup
         insert_step(1)
     assert mi.alias_target(client, "items") == "items_v1" and mi.row_count(client, "items_v1") == 320
     assert "items_v2" not in client.list_collections() and mi.lock_holder(client, "items") is None
-    assert not drift.reference_path(cfg, "items_v2").exists() and drift.reference_path(cfg, "items_v1").exists()
+    assert not reference_path(cfg, "items_v2").exists() and reference_path(cfg, "items_v1").exists()
     monkeypatch.setattr(mi, "insert_rows", insert_rows)
     assert promote(setup, client, "2", cfg=cfg, uri=uri).collection == "items_v2"
 
@@ -334,7 +335,7 @@ def test_promote_refuses_data_the_model_cannot_embed(setup, milvus, embeddings_t
 @pytest.fixture(params=["memory", "milvus"])
 def service(request, setup, milvus, tmp_path, monkeypatch):
     """The service over each backend (the promotion chooses among funnels that backend can serve)."""
-    from mrl.serve import create_app
+    from mrl.service import create_app
 
     client, uri = milvus
     cfg = load_config(None, [*PARAMS, f"retrieval.serve_backend={request.param}"])
@@ -377,8 +378,8 @@ def test_search_by_id_vector_and_image(service, setup):
     ({"id": "fmnist-test-00003", "k": 0}, 422, "k: must be between 1 and 100"),
     ({"id": "fmnist-test-00003", "k": 1000}, 422, "k: must be between 1 and 100"),
     ({"id": "no-such-item"}, 404, "unknown item id 'no-such-item'"),
-    ({"image": "bm90IGFuIGltYWdl"}, 422, "not a decodable base64 image"),
-    ({"image": "%%%"}, 422, "not a decodable base64 image"),
+    ({"image": "bm90IGFuIGltYWdl"}, 422, "image: not a readable image"),
+    ({"image": "%%%"}, 422, "image: not valid base64"),
     ({"id": "a", "vector": [1.0]}, 422, "exactly one of vector, id, image"),
     ({}, 422, "exactly one of vector, id, image"),
     ({"id": "fmnist-test-00003", "index": "videos", "exact": True}, 422, "the explorer searches the items index only"),
@@ -412,7 +413,7 @@ def test_health_readiness_metrics_and_query_log(service):
 
 
 def test_the_query_log_writes_a_quiet_window_once_it_is_old(tmp_path):
-    from mrl.serve import QueryLog
+    from mrl.service.query_log import QueryLog
 
     log = QueryLog(tmp_path / "qlog", max_age_s=0.2)
     log.append(np.ones((2, 4)))
@@ -424,7 +425,7 @@ def test_the_query_log_writes_a_quiet_window_once_it_is_old(tmp_path):
 
 
 def test_the_service_writes_a_quiet_replicas_queries_without_a_shutdown(setup, milvus, tmp_path):
-    from mrl.serve import create_app
+    from mrl.service import create_app
 
     client, uri = milvus
     promote(setup, client, "1", uri=uri)
@@ -508,7 +509,7 @@ def test_a_model_that_cannot_be_loaded_is_a_one_line_error(setup):
 
 
 def test_the_service_follows_the_alias_and_answers_503_not_500_when_its_collection_vanishes(setup, milvus, tmp_path):
-    from mrl.serve import create_app
+    from mrl.service import create_app
 
     client, uri = milvus
     promote(setup, client, "1", uri=uri)

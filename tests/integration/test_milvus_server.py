@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from mrl.errors import MRLError
-from mrl.retrieval import InMemoryFunnelIndex
+from mrl.retrieval import ReferenceFunnelIndex
 from mrl.retrieval import milvus_index as mi
 from mrl.retrieval.funnel import Funnel
 
@@ -122,7 +122,7 @@ def test_funnel_search_matches_exact_in_memory_reference(server, catalogue):
     client, _ = server
     items, labels = catalogue
     index = mi.MilvusFunnelIndex(client, "items_v1")
-    reference = InMemoryFunnelIndex(items, [str(i) for i in range(N)], labels, FUNNEL)
+    reference = ReferenceFunnelIndex(items, [str(i) for i in range(N)], labels, FUNNEL)
     rng = np.random.default_rng(1)
     queries = np.concatenate([items[:10], normalized(rng.standard_normal((30, FULL_DIM)))])
     ours, timings = index.search(queries, 10)
@@ -160,13 +160,13 @@ def test_alias_vector_of_and_sample_id(server, catalogue):
 def test_the_memory_backend_reads_a_server_collection(server, catalogue):
     """The memory backend over a server's collection (the ARRAY layout): every row read back, same neighbours."""
     from mrl.config import RetrievalConfig
-    from mrl.retrieval.serving import open_index
+    from mrl.retrieval.backends import open_index
 
     client, _ = server
     items, labels = catalogue
     served = open_index(client, "items_v1", RetrievalConfig(index_type="FLAT", rerank_dtype="float32"), "memory")
     assert len(served.ids) == N
-    reference = InMemoryFunnelIndex(items, [str(i) for i in range(N)], labels, FUNNEL)
+    reference = ReferenceFunnelIndex(items, [str(i) for i in range(N)], labels, FUNNEL)
     ours, _ = served.search(items[:20], 10)
     theirs, _ = reference.search(items[:20], 10)
     assert [[h["id"] for h in row] for row in ours] == [[h["id"] for h in row] for row in theirs]

@@ -112,7 +112,7 @@ def test_gate_promotes_refuses_compares_and_rolls_back(trained, uri, tmp_path):
     run_tags = mlflow.MlflowClient(uri).get_run(first.run_id).data.tags
     for key in ("mrl.data_sha256", "mrl.params_sha256", "mrl.git_commit"):  # lineage copied onto the version
         assert tags[key] == run_tags[key], key
-    shown = lineage_line(version_lineage(NAME, first.version, uri))  # what `mrl models` prints
+    shown = lineage_line(version_lineage(NAME, first.version, uri))  # what `mrl model list` prints
     assert f"sha256 {tags['mrl.data_sha256'][:8]}" in shown and f"params {tags['mrl.params_sha256'][:8]}" in shown
 
     # An equally good challenger passes the gate and records whom it replaced.
@@ -139,9 +139,9 @@ def test_gate_promotes_refuses_compares_and_rolls_back(trained, uri, tmp_path):
     stem = f"gate/knn_top1_vs_v{second.version}"
     assert {a.path for a in client.list_artifacts(bad.run_id, "gate")} == {f"{stem}.md", f"{stem}.png"}
 
-    # `mrl models --compare`: champion (good) vs challenger (bad) at every dim, and the plot where asked.
+    # `mrl model compare`: champion (good) vs challenger (bad) at every dim, and the plot where asked.
     plot = tmp_path / "out" / "compare.png"
-    result = CliRunner().invoke(app, ["models", "--compare", "--plot", str(plot), "--tracking-uri", uri,
+    result = CliRunner().invoke(app, ["model", "compare", "--plot", str(plot), "--tracking-uri", uri,
                                       "--set", f"registry.model_name={NAME}"])
     assert result.exit_code == 0, result.output
     assert f"| dim | champion v{second.version} | challenger v{bad.version} | delta |" in result.output
@@ -157,7 +157,7 @@ def test_gate_promotes_refuses_compares_and_rolls_back(trained, uri, tmp_path):
 
 
 def compare_fails(uri, name=NAME):
-    result = CliRunner().invoke(app, ["models", "--compare", "--tracking-uri", uri, "--set", f"registry.model_name={name}"])
+    result = CliRunner().invoke(app, ["model", "compare", "--tracking-uri", uri, "--set", f"registry.model_name={name}"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     return result.output
 

@@ -37,9 +37,9 @@ def text_index(tmp_path_factory):
     out["validate"] = ok(invoke("validate", "--data", data, *sets))
     ok(invoke("train", "--data", data, "--out", model, *sets))
     ok(invoke("evaluate", "--model", model, "--data", data, "--metrics-out", metrics, *sets))
-    out["register"] = ok(invoke("register", "--model", model, "--metrics", metrics, "--gate", "--out",
+    out["model", "register"] = ok(invoke("model", "register", "--model", model, "--metrics", metrics, "--gate", "--out",
                                 tmp / "registration.json", *store, *sets))
-    out["promote"] = ok(invoke("promote", "--data", data, "--out", tmp / "promotion.json", *index, *sets))
+    out["index", "promote"] = ok(invoke("index", "promote", "--data", data, "--out", tmp / "promotion.json", *index, *sets))
     return out
 
 
@@ -48,13 +48,13 @@ def test_register_gates_on_ndcg_and_logs_a_module_over_base_embeddings(text_inde
     from mrl.text.artifact import load_text_dataset
 
     assert text_index["validate"][-1].startswith("validation passed: ")
-    assert text_index["register"][-1] == f"{NAME} v1 is champion (and challenger)"
+    assert text_index["model", "register"][-1] == f"{NAME} v1 is champion (and challenger)"
     c = mlflow.MlflowClient(text_index["uri"])
     version = c.get_model_version(NAME, "1")
     # registry.primary_metric is the image default knn_top1: a text adapter is gated on its nDCG@k (text.eval_k = 3)
     assert "ndcg_at_3 >= floor 0.3 at every dim" in version.description
-    # ...and `mrl models --compare` compares the same metric without being told
-    compared = ok(invoke("models", "--compare", "--plot", text_index["tmp"] / "cmp.png", *text_index["sets"],
+    # ...and `mrl model compare` compares the same metric without being told
+    compared = ok(invoke("model", "compare", "--plot", text_index["tmp"] / "cmp.png", *text_index["sets"],
                          "--tracking-uri", text_index["uri"]))
     assert compared[0].startswith(f"{NAME} ndcg_at_3: champion v1 vs challenger v1")
     tags = c.get_run(version.run_id).data.tags
@@ -77,7 +77,7 @@ def test_promote_indexes_the_documents_and_verifies_with_the_held_out_queries(te
     assert record["verify_recall"] >= 0.9
     # chosen on the 12 held-out (test-split) queries over every document: none of them is a catalogue item
     assert any(f"on {len(WORDS)} held-out queries over {len(WORDS)} of {len(WORDS)} items" in line
-               for line in text_index["promote"])
+               for line in text_index["index", "promote"])
     client = mi.connect(text_index["milvus"])
     try:
         stored = {r["id"]: r["text"] for r in client.query("items_v1", filter="", output_fields=["text"], limit=100)}
@@ -103,7 +103,7 @@ def test_search_text_on_the_served_index(text_index):
 
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
     one_line_error(invoke("search", "--image", image, *text_index["index"], *text_index["sets"]),
-                   "--image/--clip: the served index was built by text-mrl v1, which embeds text; search it with --text")
+                   f"{image}: the served index was built by text-mrl v1, which embeds text, not images; search it by text")
     one_line_error(invoke("search", "--text", "a pet", "--dim", "8", *text_index["index"]),
                    "--model and --dim go with --data")
     one_line_error(invoke("search", "--text", " ", *text_index["index"], *text_index["sets"]),
@@ -112,7 +112,7 @@ def test_search_text_on_the_served_index(text_index):
 
 @pytest.fixture
 def service(text_index, tmp_path):
-    from mrl.serve import create_app
+    from mrl.service import create_app
 
     cfg = load_config(None, PARAMS)
     client = mi.connect(text_index["milvus"])
@@ -134,7 +134,7 @@ def test_post_search_with_text(service):
                                    "text": "river"}
     for body, message in [({"text": ""}, "text: the query is empty"),
                           ({"text": "x" * 10_001}, "at most 10,000"),
-                          ({"image": "bm90IGFuIGltYWdl"}, "image: the served model (v1) is a text adapter"),
+                          ({"image": "bm90IGFuIGltYWdl"}, "image: the served index was built by text-mrl v1, which embeds"),
                           ({"text": "a pet", "index": "videos"}, "text: searches the items index"),
                           ({"text": "a pet", "id": "cat"}, "exactly one of vector, id, image, clip, text")]:
         response = http.post("/search", json=body)
@@ -150,7 +150,7 @@ def test_a_text_query_of_an_image_index_is_a_422(tiny_models, tmp_path):
     from helpers import SERVICE_PARAMS
 
     from mrl.promote import promote_index
-    from mrl.serve import create_app
+    from mrl.service import create_app
 
     setup = tiny_models.register(tmp_path, seeds=[0])
     mlflow.MlflowClient(setup["uri"]).set_registered_model_alias(setup["cfg"].registry.model_name, "champion", "1")
@@ -162,7 +162,8 @@ def test_a_text_query_of_an_image_index_is_a_422(tiny_models, tmp_path):
                                    client=client)) as http:
             response = http.post("/search", json={"text": "a sandal"})
             assert response.status_code == 422
-            assert "text: the served model (v1) embeds images, not text" in response.json()["detail"]
+            wrong = "text: the served index was built by fashion-mnist-mrl v1, which embeds images, not text"
+            assert wrong in response.json()["detail"]
             assert http.get("/readyz").json()["text_search"] is False
     finally:
         client.close()

@@ -14,11 +14,12 @@ from PIL import Image
 from mrl.config import load_config
 from mrl.errors import MRLError
 from mrl.retrieval import milvus_index as mi
+from mrl.video.encode import write_video
 from mrl.video.frames import ingest_videos, load_frames
 from mrl.video.index import promote_segments
 from mrl.video.scenes import build_segments, load_segments, segment_videos
 from mrl.video.search import open_video_index
-from mrl.video.synth import generate_corpus, load_ground_truth, write_video
+from mrl.video.synth import generate_corpus, load_ground_truth
 
 PARAMS = ["model.nesting_dims=[4, 8, 16]", "model.embedding_dim=16", "model.cnn_widths=[8, 16, 16]",
           "train.batch_size=32", "train.epochs=1", "evaluate.recall_ks=[1]", "evaluate.probe_epochs=10",
@@ -187,7 +188,7 @@ def test_coarse_to_fine_search_finds_the_video_and_the_moment(corpus, tmp_path):
 
 @pytest.mark.slow  # the corpus: a registered model, generated videos, frames and segments
 def test_video_promotion_versions_verifies_and_rolls_back(corpus, promoted):
-    from mrl.promote import rollback_index
+    from mrl.retrieval.lifecycle import rollback_index
 
     client, uri = promoted
     cfg = corpus["cfg"]
@@ -218,7 +219,7 @@ def _png(pixels: np.ndarray) -> str:
 
 @pytest.mark.slow  # the corpus: a registered model, generated videos, frames and segments
 def test_service_returns_moments_and_thumbnails(corpus, promoted, tmp_path):
-    from mrl.serve import create_app
+    from mrl.service import create_app
 
     client, uri = promoted
     frames = load_frames(corpus["frames"])
@@ -270,8 +271,8 @@ def test_frames_record_the_ingested_folder_and_older_artifacts_still_load(tmp_pa
 @pytest.fixture
 def video_service(corpus, promoted, tmp_path, monkeypatch):
     """The service over the promoted corpus (model off), and the paths of every FileResponse it built."""
-    from mrl import serve
-    from mrl.serve import create_app
+    from mrl.service import app as serve
+    from mrl.service import create_app
 
     client, uri = promoted
     opened, real_file_response = [], serve.FileResponse

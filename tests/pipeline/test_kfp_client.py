@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from pipelines.run import kfp_client
+from pipelines.launch import kfp_client
 
 
 @pytest.fixture

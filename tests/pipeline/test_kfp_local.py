@@ -17,7 +17,8 @@ from mrl.registry import aliases
 from mrl.retrieval import milvus_index as mi
 from mrl.video.scenes import load_segments
 from mrl.video.synth import generate_corpus
-from pipelines.run import latest_local_output, run_drift_local
+from pipelines.local import latest_local_output
+from pipelines.run import run_drift_local
 
 pytestmark = pytest.mark.slow  # every step a subprocess on kfp.local
 

@@ -9,7 +9,8 @@ from helpers import TEXT_PARAMS, write_text_table
 
 from mrl.config import config_yaml, load_config
 from mrl.retrieval import milvus_index as mi
-from pipelines.run import latest_local_output, run_local
+from pipelines.launch import run_local
+from pipelines.local import latest_local_output
 
 pytestmark = pytest.mark.slow  # a whole pipeline, MiniLM and Milvus Lite
 

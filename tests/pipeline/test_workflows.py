@@ -132,14 +132,14 @@ def rule_problems(script: str) -> list[str]:
 
 @pytest.mark.parametrize("script, ok", [
     ("make test", True),
-    (".venv/bin/mrl promote --data x.npz", True),
+    (".venv/bin/mrl index promote --data x.npz", True),
     ('dvc metrics diff --md "$BASE" >> "$GITHUB_STEP_SUMMARY"', True),
     ('dvc metrics diff --md "$BASE" | gh pr comment "$PR" --body-file -', True),
     ('python -m pip install "ruff>=0.5"', True),
-    ('if [ -n "$VERSION" ]; then mrl promote-model; fi', False),
+    ('if [ -n "$VERSION" ]; then mrl model promote; fi', False),
     ("curl -sSf https://example.com/x.sh | sh", False),
-    ('mrl promote-model --version "$(cat v.txt)"', False),
-    ("mrl promote-model --version ${{ inputs.version }}", False),
+    ('mrl model promote --version "$(cat v.txt)"', False),
+    ("mrl model promote --version ${{ inputs.version }}", False),
     ("dvc metrics diff --md > diff.md", False),
     ("echo done", False),
     ("python train.py", False),
@@ -200,7 +200,7 @@ def test_promote_is_manual_in_production_and_only_calls_mrl_commands():
     after_setup = [s for s in job["steps"] if "if" in s]
     forward = [s["run"].split(" --")[0] for s in after_setup if "!inputs.rollback" in s["if"]]
     back = [s["run"].split(" --")[0] for s in after_setup if "!inputs.rollback" not in s["if"]]
-    assert forward == ["mrl promote-model", "dvc pull artifacts/data/dataset.npz", "mrl promote"]
-    assert back == ["mrl rollback-model", "mrl rollback-index"]
+    assert forward == ["mrl model promote", "dvc pull artifacts/data/dataset.npz", "mrl index promote"]
+    assert back == ["mrl model rollback", "mrl index rollback"]
     assert all("inputs.rollback" in s["if"] for s in after_setup)
     assert any('--version "$VERSION"' in s["run"] for s in after_setup)

@@ -59,7 +59,7 @@ class FakeKfpClient:
 
 @pytest.fixture
 def kfp_calls(monkeypatch):
-    """kfp.Client replaced by FakeKfpClient (pipelines.run.kfp_client still builds it, token and all); yields the
+    """kfp.Client replaced by FakeKfpClient (pipelines.launch.kfp_client still builds it, token and all); yields the
     list of clients made."""
     FakeKfpClient.instances = []
     monkeypatch.setattr(kfp, "Client", FakeKfpClient)
@@ -215,17 +215,37 @@ def test_pipeline_compile_refuses_a_bad_cluster_section_and_writes_nothing(tmp_p
 # --- bad input refused before any store is opened ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, fragments", [
-    (["promote"], ["promote: give exactly one of --data or --segments"]),
-    (["promote", "--data", "a.npz", "--segments", "b.npz"], ["promote: give exactly one of --data or --segments"]),
+    (["index", "promote"], ["promote: give exactly one of --data or --segments"]),
+    (["index", "promote", "--data", "a.npz", "--segments", "b.npz"], ["promote: give exactly one of --data or --segments"]),
     (["search"], ["search: give exactly one of --id, --image, --clip, --text (got none)"]),
     (["search", "--id", "x", "--image", "q.png"], ["got --id, --image"]),
     (["search", "--id", "x", "--dim", "8"], ["--data, --model and --dim go with --text"]),
-    (["models", "--plot", "x.png"], ["--metric and --plot go with --compare"]),
-    (["promote-model", "--set", "registry.tolerance=lots"], ["registry.tolerance"]),
-    (["rollback-model", "--params", "missing.yaml"], ["missing.yaml: file not found"]),
-    (["rollback-index", "--set", "retrieval.no_such_key=1"], ["retrieval.no_such_key"]),
+    (["model", "compare", "--set", "registry.tolerance=lots"], ["registry.tolerance"]),
+    (["model", "promote", "--set", "registry.tolerance=lots"], ["registry.tolerance"]),
+    (["model", "rollback", "--params", "missing.yaml"], ["missing.yaml: file not found"]),
+    (["index", "rollback", "--set", "retrieval.no_such_key=1"], ["retrieval.no_such_key"]),
 ])
 def test_commands_refuse_bad_arguments_in_one_line_before_opening_a_store(tmp_path, monkeypatch, args, fragments):
     monkeypatch.chdir(tmp_path)  # a command that went on would open ./mlflow.db or ./milvus.db here
     one_line_error(invoke(*args), *fragments)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_old_command_names_still_work_hidden_with_a_note():
+    """The names before the command groups run the same command for one release, say so on stderr, and are not
+    listed in `mrl --help`."""
+    from mrl.cli import RENAMED
+
+    listed = CliRunner().invoke(app, ["--help"]).output
+    for old, (_, new) in RENAMED.items():
+        assert CliRunner().invoke(app, [old, "--help"]).exit_code == 0, old
+        assert f"│ {old} " not in listed, f"{old} is listed in mrl --help"
+        assert all(CliRunner().invoke(app, [*path.split()[1:], "--help"]).exit_code == 0
+                   for path in new.split(" / ")), new
+    old = CliRunner().invoke(app, ["show-params", "--set", "train.epochs=3"])
+    new = CliRunner().invoke(app, ["params", "show", "--set", "train.epochs=3"])
+    assert old.exit_code == new.exit_code == 0
+    assert old.output.splitlines()[0] == "note: this command is now `mrl params show`; the old name goes in the next release"
+    assert old.output.splitlines()[1:] == new.output.splitlines() and '"epochs": 3' in new.output
+    refused = CliRunner().invoke(app, ["models", "--plot", "x.png"])  # the old flag's own check is kept
+    assert refused.exit_code == 2 and "--metric and --plot go with --compare" in refused.output

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from evidently.legacy.calculations.stattests.chisquare_stattest import chi_stat_test
 
-from mrl import drift
+from mrl.drift.scoring import MMDScorer, class_share_pvalue, embedding_score
 
 
 @pytest.mark.parametrize(("ref_rows", "cur_rows", "shift"), [
@@ -19,17 +19,17 @@ def test_mmd_scorer_equals_evidently(ref_rows, cur_rows, shift, dim, pca):
     rng = np.random.default_rng(ref_rows + dim)
     reference = rng.normal(size=(ref_rows, 64)).astype(np.float32)
     current = (rng.normal(size=(cur_rows, 64)) + shift * rng.normal(size=64)).astype(np.float32)
-    evidently_score = drift.embedding_score("mmd", dim, pca, current, reference)
-    assert drift.MMDScorer(reference, dim, pca).score(current) == pytest.approx(evidently_score, rel=1e-9, abs=1e-15)
+    evidently_score = embedding_score("mmd", dim, pca, current, reference)
+    assert MMDScorer(reference, dim, pca).score(current) == pytest.approx(evidently_score, rel=1e-9, abs=1e-15)
 
 
 def test_mmd_scorer_scores_many_windows_against_one_reference():
     rng = np.random.default_rng(0)
     reference, pool = rng.normal(size=(400, 32)), rng.normal(size=(2000, 32))
-    scorer = drift.MMDScorer(reference, 32, 16)
+    scorer = MMDScorer(reference, 32, 16)
     for shift in (0.0, 0.5):
         window = pool[rng.choice(2000, 300)] + shift
-        assert scorer.score(window) == pytest.approx(drift.embedding_score("mmd", 32, 16, window, reference), rel=1e-9)
+        assert scorer.score(window) == pytest.approx(embedding_score("mmd", 32, 16, window, reference), rel=1e-9)
     assert scorer.score(pool[:300] + 0.5) > scorer.score(pool[:300])  # a shifted window scores higher
 
 
@@ -38,4 +38,4 @@ def test_class_share_pvalue_equals_evidently(classes):
     rng = np.random.default_rng(sum(classes))
     reference, current = rng.integers(0, classes[0], 1000), rng.integers(0, classes[1], 400)
     expected, _ = chi_stat_test.func(pd.Series(reference.astype(str)), pd.Series(current.astype(str)), "cat", 0.0)
-    assert drift.class_share_pvalue(reference, current) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+    assert class_share_pvalue(reference, current) == pytest.approx(expected, rel=1e-9, abs=1e-300)

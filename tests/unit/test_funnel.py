@@ -146,7 +146,7 @@ def test_funnel_names_and_specs_round_trip():
 
 
 def test_auto_serves_milvus_lite_from_memory_and_a_server_through_milvus():
-    from mrl.retrieval.serving import resolve_backend
+    from mrl.retrieval.backends import resolve_backend
 
     class Server:  # what get_server_version() answers: Milvus Lite behind a URL, and a real server
         def __init__(self, version):

@@ -110,7 +110,7 @@ def test_cli_lists_skipped_photos(photo_folder, tmp_path):
 def test_photo_crops_make_an_image_folder_one_class_per_photo(tmp_path):
     from mrl.config import load_config
     from mrl.data.photo_crops import write_photo_crops
-    from mrl.video.photo_footage import Photo
+    from mrl.video.photos import Photo
 
     rng = np.random.default_rng(0)
     photos = []

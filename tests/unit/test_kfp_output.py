@@ -2,7 +2,7 @@
 
 import io
 
-from pipelines.run import QuietKfpOutput
+from pipelines.local import QuietKfpOutput
 
 # As kfp.local 2.17 prints a task (abridged: the executor input holds the whole params YAML).
 TASK = """\

@@ -11,16 +11,8 @@ import pytest
 from PIL import Image
 
 from mrl.errors import MRLError
-from mrl.video.photo_footage import (
-    PHOTO_DIRS,
-    Photo,
-    find_photos,
-    generate_photo_footage,
-    load_photo,
-    main,
-    query_stills,
-    split_photos,
-)
+from mrl.video.photo_footage import generate_photo_footage, main
+from mrl.video.photos import PHOTO_DIRS, Photo, find_photos, load_photo, query_stills, split_photos
 from mrl.video.synth import load_ground_truth
 
 # Dominant colours of the synthetic photos: far apart, so a frame's mean colour names the photo it shows.

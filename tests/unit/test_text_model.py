@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from mrl.data import Dataset
 from mrl.losses import MatryoshkaLoss, PairInfoNCE
-from mrl.text.adapter import TextAdapter, resolve_nesting_dims
+from mrl.models.text_adapter import TextAdapter
+from mrl.text.adapter import resolve_nesting_dims
 from mrl.text.artifact import TextDataset
 from mrl.text.evaluate import evaluate_retrieval, fit_pca, ranking_metrics, train_documents
 from mrl.text.wordnet import parse_data_line

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from mrl.errors import MRLError
 from mrl.retrieval import milvus_index as mi
+from mrl.retrieval.memory_index import MemoryFunnelIndex
 
 
 def resolve_backend(setting: str, milvus_uri: str | None, client=None) -> str:
@@ -30,8 +31,6 @@ def resolve_backend(setting: str, milvus_uri: str | None, client=None) -> str:
 def open_index(client, name: str, cfg, backend: str, log: Callable[[str], None] | None = None):
     """A funnel index over collection `name` (cfg: RetrievalConfig; backend: memory | milvus)."""
     if backend == "memory":
-        from mrl.retrieval.memory_index import MemoryFunnelIndex
-
         return MemoryFunnelIndex(client, name, cfg, log)
     index = mi.MilvusFunnelIndex(client, name, cfg.hnsw_ef)
     if index.info.funnel.quant != "float32":
@@ -50,7 +49,7 @@ def open_served_index(cfg, milvus_uri: str | None = None, client=None, log: Call
     name = mi.alias_target(client, cfg.collection_prefix)
     if name is None:
         raise MRLError(f"Milvus alias {cfg.collection_prefix} does not exist at {mi.resolve_milvus_uri(milvus_uri)}; "
-                       "run `mrl promote` first")
+                       "run `mrl index promote` first")
     backend = resolve_backend(cfg.serve_backend, milvus_uri, client)
     if one_shot and cfg.serve_backend == "auto" and mi.CollectionInfo.read(client, name).funnel.quant == "float32":
         backend = "milvus"

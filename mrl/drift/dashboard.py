@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING
 from evidently.core.metric_types import SingleValueCalculation, SingleValueMetric
 from evidently.legacy.renderers.html_widgets import WidgetSize, table_data, text_widget
 
+from mrl.drift.results import CLASS_TEST, DriftResult
+
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
     from evidently.ui.workspace import Workspace
 
-    from mrl.drift import DriftResult
-
-CLASS_TEST = "class_share"  # = mrl.drift.CLASS_TEST (not imported: mrl.drift imports this module)
 TAB = "Embedding drift"
 # What each EmbeddingsDrift method's score is; for all of them a larger score means more drift.
 METHOD_SCORES = {

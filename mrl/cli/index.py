@@ -1,0 +1,85 @@
+"""`mrl index`: the Milvus collections behind the serving aliases. Promote (embed, choose the funnel, build, verify,
+swap the alias), roll back, release a dead promotion's lock."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mrl.cli.common import MilvusOpt, ParamsOpt, SetOpt, TrackingOpt, VideosOpt, fails_cleanly, write_json
+from mrl.config import load_config
+from mrl.errors import MRLError
+
+app = typer.Typer(no_args_is_help=True, help="The serving indexes (Milvus collections behind aliases): promote, "
+                                              "rollback, unlock.")
+
+
+@app.command()
+@fails_cleanly
+def promote(
+    data: Annotated[Path | None, typer.Option(help="dataset artifact: the catalogue to index (test split = held-out "
+                                              "queries)")] = None,
+    segments: Annotated[Path | None, typer.Option(help="or: video segments from `mrl segment`, indexed behind "
+                                                  "the video.collection_prefix alias")] = None,
+    version: Annotated[str | None, typer.Option(help="model version to index (default: the champion)")] = None,
+    out: Annotated[Path | None, typer.Option(help="write the promotion record (JSON)")] = None,
+    tracking_uri: TrackingOpt = None,
+    milvus_uri: MilvusOpt = None,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+):
+    """Embed the catalogue with the champion, choose the funnel, build and verify a new Milvus collection, then swap
+    the serving alias to it (--segments: the same for video segments). The registry's gate is `mrl model promote`."""
+    if (data is None) == (segments is None):
+        raise MRLError("promote: give exactly one of --data or --segments")
+    cfg = load_config(params, set_ or [])
+    if segments is not None:
+        from mrl.video.index import promote_segments
+
+        v = promote_segments(cfg, segments, milvus_uri, log=typer.echo)
+        if v.dropped:
+            typer.echo(f"dropped old collections: {', '.join(v.dropped)}")
+        write_json(out, vars(v))
+        return
+    from mrl.promote import promote_index
+
+    r = promote_index(cfg, data, tracking_uri, milvus_uri, version, log=typer.echo)
+    if r.dropped:
+        typer.echo(f"dropped old collections: {', '.join(r.dropped)}")
+    write_json(out, r.to_dict())
+
+
+@app.command()
+@fails_cleanly
+def rollback(videos: VideosOpt = False, milvus_uri: MilvusOpt = None, params: ParamsOpt = None, set_: SetOpt = None):
+    """Point the serving alias back at the collection the current one replaced (the registry's is `mrl model
+    rollback`)."""
+    from mrl.retrieval.lifecycle import rollback_index
+
+    cfg = load_config(params, set_ or [])
+    alias = cfg.video.collection_prefix if videos else cfg.retrieval.collection_prefix
+    old, new = rollback_index(cfg, milvus_uri, alias)
+    typer.echo(f"alias {alias}: {old} -> {new}")
+
+
+@app.command()
+@fails_cleanly
+def unlock(videos: VideosOpt = False, milvus_uri: MilvusOpt = None, params: ParamsOpt = None, set_: SetOpt = None):
+    """Release the promotion lock of a promotion that died (a killed process or pod). Only when no promotion of this
+    alias is running: one that is would lose its exclusivity (its final alias swap still refuses a moved alias)."""
+    from mrl.retrieval import milvus_index as mi
+    from mrl.retrieval.lifecycle import unlock_alias
+
+    cfg = load_config(params, set_ or [])
+    alias = cfg.video.collection_prefix if videos else cfg.retrieval.collection_prefix
+    client = mi.connect(milvus_uri)
+    try:
+        held = unlock_alias(client, alias)
+    finally:
+        client.close()
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(held.get("since", 0))))
+    typer.echo(f"released the promotion lock of alias {alias}: held by {held.get('owner')} on {held.get('host', '?')} "
+               f"(pid {held.get('pid', '?')}) since {since}")

@@ -1,0 +1,38 @@
+"""What a drift check finds: each test's score against its threshold, and the check's verdict."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+EXIT_DRIFT = 3  # `mrl drift` exit code for a detected drift: distinct from 1 (crash) and 2 (bad input)
+CLASS_TEST = "class_share"
+
+
+@dataclass
+class TestResult:
+    name: str  # "d8", ..., "class_share"
+    score: float  # the method's drift score; for class_share the chi-square p-value
+    threshold: float
+    drifted: bool
+
+
+@dataclass
+class DriftResult:
+    drifted: bool
+    tests: list[TestResult]
+    method: str
+    current_rows: int  # rows in the window as read
+    compared_rows: int  # rows compared after sampling
+    reference_rows: int
+    class_source: str | None  # "labels", "predicted" or None (class shares not tested)
+    recalibrated: bool  # thresholds re-derived for a window smaller than the calibrated size
+    seconds: float
+    reference_meta: dict[str, Any]
+    checked_at: str = ""  # UTC, ISO 8601
+    report_html: str = ""
+    summary_json: str = ""
+    snapshot_id: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
