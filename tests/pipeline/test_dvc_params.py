@@ -21,8 +21,8 @@ from helpers import REPO, SMALL_PARAMS, dvc_project, small_params, write_fashion
 ROOT_DVC = REPO / "dvc.yaml"
 VIDEO_DVC = REPO / "pipelines" / "video-dvc" / "dvc.yaml"
 # What every command runs to parse its flags and params: no stage lists these (see the comment atop dvc.yaml).
-PLUMBING = {"mrl/__init__.py", "mrl/cli.py", "mrl/config.py", "mrl/errors.py", "mrl/progress.py"}
-PLUMBING_PACKAGES = ("mrl/cli/", "mrl/config/")  # the command groups, and the params schema, when split in modules
+PLUMBING = {"mrl/__init__.py", "mrl/errors.py", "mrl/progress.py"}
+PLUMBING_PACKAGES = ("mrl/cli/", "mrl/config/")  # the command groups, and the params schema
 
 
 def _plumbing(module: str) -> bool:

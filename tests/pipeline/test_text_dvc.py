@@ -20,7 +20,7 @@ WORDS = {  # document -> (train query, test query)
     "piano": ("a large keyboard instrument", "hammers and strings"), "river": ("water flowing to the sea", "a stream"),
     "winter": ("the coldest season", "the season of snow"), "bread": ("a food baked from flour", "a bakery loaf"),
 }
-STAGES = ("ingest", "validate", "train", "evaluate", "register", "promote")  # drift: see the README's "Not yet"
+STAGES = ("ingest", "validate", "train", "evaluate", "register", "promote")  # drift: see docs/text.md's "Not yet"
 
 
 def test_text_stages_read_only_what_they_declare(tmp_path):

@@ -196,7 +196,7 @@ def test_promote_is_manual_in_production_and_only_calls_mrl_commands():
     assert job["environment"] == "production"
     for secret in ("MLFLOW_TRACKING_URI", "MILVUS_URI"):
         assert f"secrets.{secret}" in job["env"][secret]
-    # Which commands run on each path, in order; the gate (promote-model) comes before the index swap.
+    # Which commands run on each path, in order; the gate (model promote) comes before the index swap.
     after_setup = [s for s in job["steps"] if "if" in s]
     forward = [s["run"].split(" --")[0] for s in after_setup if "!inputs.rollback" in s["if"]]
     back = [s["run"].split(" --")[0] for s in after_setup if "!inputs.rollback" not in s["if"]]
