@@ -16,7 +16,7 @@ from mrl.config import Config
 from mrl.errors import MRLError
 from mrl.models.onnx import OnnxModel, embed_batches
 from mrl.registry import CHAMPION, alias_version
-from mrl.tracking import ONNX_TAG
+from mrl.tracking import ADAPTS_TAG, ONNX_TAG
 from mrl.tracking import client as mlflow_client
 
 
@@ -28,11 +28,14 @@ class Champion:
     nesting_dims: list[int]
     kind: str
     item_shape: list[int]
+    adapts: str = ""  # "vectors": an adapter of the user's own vectors (`mrl adapt`): query vectors go through it
 
 
-def resolve_champion(cfg: Config, tracking_uri: str | None, version: str | None = None) -> Champion:
+def resolve_champion(cfg: Config, tracking_uri: str | None, version: str | None = None,
+                     name: str | None = None) -> Champion:
+    """The champion of `name` (default registry.model_name), or its `version`."""
     c = mlflow_client(tracking_uri)
-    name = cfg.registry.model_name
+    name = name or cfg.registry.model_name
     version = version or alias_version(c, name, CHAMPION)
     if version is None:
         raise MRLError(f"{name}: no '{CHAMPION}' model to promote an index for; run the training pipeline first")
@@ -42,7 +45,8 @@ def resolve_champion(cfg: Config, tracking_uri: str | None, version: str | None 
         raise MRLError(f"{name}: no model version {version!r} in the registry at {c.tracking_uri}") from None
     tags = c.get_run(run_id).data.tags
     return Champion(version, run_id, f"models:/{name}/{version}", json.loads(tags["mrl.nesting_dims"]),
-                    tags.get("mrl.kind", "images"), json.loads(tags.get("mrl.item_shape", "[]")))
+                    tags.get("mrl.kind", "images"), json.loads(tags.get("mrl.item_shape", "[]")),
+                    tags.get(ADAPTS_TAG, ""))
 
 
 def load_registered_model(model_uri: str):

@@ -15,7 +15,10 @@ from mrl.data.artifact import atomic_write
 from mrl.errors import MRLError
 from mrl.losses import MatryoshkaLoss, build_loss
 from mrl.models import build_encoder
+from mrl.models.text_adapter import ENCODER as TEXT_ADAPTER
 from mrl.models.text_adapter import build_adapter_and_loss
+from mrl.models.vectors_adapter import ENCODER as VECTORS_ADAPTER
+from mrl.models.vectors_adapter import build_vectors_adapter_and_loss
 
 FORMAT = "mrl-checkpoint/1"
 
@@ -46,9 +49,9 @@ def _build_encoder_and_loss(cfg: Config, meta: dict[str, Any]) -> tuple[nn.Modul
     return build_model(cfg, meta["kind"], tuple(meta["item_shape"]), meta["num_classes"])
 
 
-# The model kinds whose checkpoints are not an encoder of mrl.models.build_encoder: meta["kind"] -> a builder of the
-# untrained module and its loss from the saved config and meta, which the checkpoint's state is loaded into.
-MODEL_KINDS = {"text": build_adapter_and_loss}
+# The models that are not an encoder of mrl.models.build_encoder, by meta["encoder"]: a builder of the untrained
+# module and its loss from the saved config and meta, which the checkpoint's state is loaded into.
+MODEL_KINDS = {TEXT_ADAPTER: build_adapter_and_loss, VECTORS_ADAPTER: build_vectors_adapter_and_loss}
 
 
 def save_checkpoint(path: str | Path, encoder: nn.Module, loss: MatryoshkaLoss, cfg: Config,
@@ -93,7 +96,7 @@ def load_model(path: str | Path) -> LoadedModel:
     payload = read_checkpoint(path)
     cfg = config_from_dict(payload["config"], f"{path} (saved config)")
     meta = payload["meta"]
-    builder = MODEL_KINDS.get(meta.get("kind"), _build_encoder_and_loss)
+    builder = MODEL_KINDS.get(meta.get("encoder"), _build_encoder_and_loss)
     encoder, loss = builder(cfg, meta)
     encoder.load_state_dict(payload["encoder"])
     loss.load_state_dict(payload["loss"])

@@ -45,22 +45,22 @@ class PromotionResult:
                 "funnel": self.funnel.row(), "verify_recall": self.verify_recall, "dropped": self.dropped}
 
 
-def verify_collection(client, plan: Plan, rc, backend: str, query_ids: list[str], queries: np.ndarray,
-                      truth: list[list[str]], log: Callable[[str], None] = print) -> float:
+def verify_collection(client, collection: str, expected_rows: int, rc, backend: str, query_ids: list[str],
+                      queries: np.ndarray, truth: list[list[str]], log: Callable[[str], None] = print) -> float:
     """Row count, then recall@k of sample queries through the backend that will serve the collection (the memory
     backend reads it back from Milvus), against exact full-dim search (`truth`: the catalogue's true top-k ids per
     query, without the query itself). Each query's own id is dropped from its hits: it is a catalogue item, and
     finding itself is a free hit."""
-    rows = mi.row_count(client, plan.collection)
-    if rows != plan.rows:
-        raise MRLError(f"Milvus collection {plan.collection}: {rows} rows after insert, expected {plan.rows}")
-    client.load_collection(plan.collection)
+    rows = mi.row_count(client, collection)
+    if rows != expected_rows:
+        raise MRLError(f"Milvus collection {collection}: {rows} rows after insert, expected {expected_rows}")
+    client.load_collection(collection)
     k = rc.k
-    hits, _ = open_index(client, plan.collection, rc, backend, log).search(queries, k + 1)
+    hits, _ = open_index(client, collection, rc, backend, log).search(queries, k + 1)
     found = [[h["id"] for h in row if h["id"] != own][:k] for row, own in zip(hits, query_ids)]
     recall = float(np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth)]))
     if recall < rc.target_recall:
-        raise MRLError(f"Milvus collection {plan.collection}: funnel recall@{k} {recall:.4f} on {len(queries)} "
+        raise MRLError(f"Milvus collection {collection}: funnel recall@{k} {recall:.4f} on {len(queries)} "
                        f"sample queries ({backend} backend) is below retrieval.target_recall {rc.target_recall}")
     return recall
 
@@ -163,8 +163,10 @@ def plan_promotion(cfg: Config, data_path: str | Path, tracking_uri: str | None,
     plan = None
     try:
         current = mi.alias_target(client, alias)
-        if name == current:
-            raise MRLError(f"Milvus alias {alias} already serves {name}; nothing to promote")
+        if current is not None and mi.CollectionInfo.read(client, current).model_version == champion.version:
+            # also a retiered collection of this version (<name>_t<n>), whose rollback target is `name` itself
+            raise MRLError(f"Milvus alias {alias} already serves {cfg.registry.model_name} v{champion.version} "
+                           f"({current}); nothing to promote")
 
         # Choose on the same footing as serving: the index type served, over the catalogue (or a large sample) without
         # the queries, so that no query finds itself (a free hit that would inflate recall).
@@ -199,7 +201,8 @@ def plan_promotion(cfg: Config, data_path: str | Path, tracking_uri: str | None,
             save_drift_reference(cfg, name, champion, chosen.funnel, every_query, np.full(len(every_query), -1), [],
                                  tracking_uri, log)
         info = mi.CollectionInfo(name, cfg.registry.model_name, champion.version, chosen.funnel,
-                                 champion.nesting_dims, rc.k, current, file_sha256(data_path))
+                                 champion.nesting_dims, rc.k, current, file_sha256(data_path),
+                                 adapts=champion.adapts or None)
         mi.create_collection(client, info, embeddings.shape[1], rc.index_type, rc.hnsw_m, rc.hnsw_ef_construction,
                              extra_fields(cfg, ds, text))
     except BaseException:
@@ -348,7 +351,7 @@ def finish_promotion(cfg: Config, plan: Plan, data_path: str | Path, tracking_ur
     ranked = np.take_along_axis(ids, np.argsort(-scores, axis=1, kind="stable"), axis=1)
     truth = [[i for i in row if i != own][: rc.k] for row, own in zip(ranked.tolist(), query_ids)]
     backend = resolve_backend(rc.serve_backend, milvus_uri, client)
-    recall = verify_collection(client, plan, rc, backend, query_ids, queries, truth, log)
+    recall = verify_collection(client, plan.collection, plan.rows, rc, backend, query_ids, queries, truth, log)
     alias = rc.collection_prefix
     mi.swap_alias(client, alias, plan.collection, expected=plan.previous)
     mi.release_promotion_lock(client, alias, plan.collection)

@@ -18,7 +18,15 @@ from mlflow.exceptions import MlflowException
 
 from mrl.config import RegistryConfig
 from mrl.errors import MRLError
-from mrl.tracking import LINEAGE_TAGS, MODEL_URI_TAG, PER_DIM_PREFIX, client, log_training_run, per_dim_markdown
+from mrl.tracking import (
+    GATE_METRIC_TAG,
+    LINEAGE_TAGS,
+    MODEL_URI_TAG,
+    PER_DIM_PREFIX,
+    client,
+    log_training_run,
+    per_dim_markdown,
+)
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 PREVIOUS_TAG = "mrl.previous_champion"
@@ -175,6 +183,8 @@ def gate_metric(mlflow_client, model_name: str, version: str, champion: str | No
         if theirs != kind:
             raise MRLError(f"{model_name} v{version} embeds {kind} but champion v{champion} embeds {theirs}: "
                            "register each kind under its own registry.model_name")
+    if configured == IMAGE_DEFAULT_METRIC and (own := run.data.tags.get(GATE_METRIC_TAG)):
+        return own  # a vectors adapter: the neighbour recall its evaluation reports
     if kind != "text" or configured != IMAGE_DEFAULT_METRIC:
         return configured
     ndcg = sorted(name for name in run_per_dim_names(run) if name.startswith("ndcg_at_"))

@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from mrl.champion import load_registered_model, resolve_champion
 from mrl.config import Config
 from mrl.data.images import model_pixels
+from mrl.data.thumbnails import Thumbnails
 from mrl.errors import MRLError
 from mrl.retrieval import milvus_index as mi
 from mrl.retrieval.backends import open_served_index
@@ -108,18 +109,20 @@ class Model:
     text_encoder: object | None = None  # text adapters: query text -> embedding (mrl.text.search.TextQueryEncoder)
 
     @classmethod
-    def load(cls, cfg: Config, tracking_uri: str | None, version: str) -> Model:
-        champion = resolve_champion(cfg, tracking_uri, version)
+    def load(cls, cfg: Config, tracking_uri: str | None, name: str, version: str) -> Model:
+        """Version `version` of registered model `name`: the one a served collection records it was built by."""
+        champion = resolve_champion(cfg, tracking_uri, version, name)
         mlflow_client(tracking_uri)  # the registry that models:/ refers to
         module = load_registered_model(champion.model_uri)
         text_encoder = None
         if champion.kind == "text":  # the base sentence encoder: loaded once per process (mrl.text.encoder)
             text_encoder = served_text_encoder(cfg, tracking_uri, champion.run_id, module)
-        return cls(cfg.registry.model_name, version, champion.kind, champion.item_shape, module, text_encoder)
+        return cls(name, version, champion.kind, champion.item_shape, module, text_encoder)
 
-    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+    def embed_batch(self, x: np.ndarray) -> np.ndarray:
+        """Pixels (N, C, H, W) or vectors (N, D) -> embeddings, as the model embeds its catalogue."""
         with torch.no_grad():
-            return self.module(torch.from_numpy(pixels)).numpy()
+            return self.module(torch.from_numpy(np.ascontiguousarray(x))).numpy()
 
 
 @dataclass
@@ -133,7 +136,7 @@ class Searcher:
     client: object
     model: Model | None = None
     texts: DocumentTexts | None = None  # documents' texts of a text collection
-    thumbnails: mi.Thumbnails | None = None  # items' thumbnails stored at promotion
+    thumbnails: Thumbnails | None = None  # items' thumbnails stored at promotion
 
     @classmethod
     def open(cls, cfg: Config, milvus_uri: str | None = None, tracking_uri: str | None = None, load_model: bool = True,
@@ -150,9 +153,10 @@ class Searcher:
         if only == "items" or (only is None and (videos is None or mi.alias_target(
                 client, cfg.retrieval.collection_prefix) is not None)):
             items = open_served_index(cfg.retrieval, milvus_uri, client, log, one_shot)
-        model = Model.load(cfg, tracking_uri, (items or videos).info.model_version) if load_model else None
+        info = (items or videos).info
+        model = Model.load(cfg, tracking_uri, info.model_name, info.model_version) if load_model else None
         texts = DocumentTexts(client, items.name) if items is not None else None
-        thumbnails = mi.Thumbnails(client, items.name) if items is not None else None
+        thumbnails = Thumbnails(client, items.name) if items is not None else None
         return cls(cfg, items, videos, client, model, texts, thumbnails)
 
     @property
@@ -183,7 +187,13 @@ class Searcher:
         """The query's full-dim embedding, as the served model embeds (QueryError, NotFound)."""
         kind, index = query.kind, self.index(which)
         if kind == "vector":
-            return self._checked_vector(query, index.info.nesting_dims[-1])
+            vector = self._checked_vector(query, index.info.nesting_dims[-1])
+            if index.info.adapts != "vectors":
+                return vector
+            if self.model is None:  # the base vector as it comes would be compared with adapted ones: refuse
+                raise query.fail(f"{index.name} holds adapted vectors (mrl adapt) and this service was started "
+                                 "without the adapter; start it with its model")
+            return self.model.embed_batch(vector[None])[0]
         if kind == "id":
             try:
                 return index.vector_of(query.id)
@@ -205,7 +215,7 @@ class Searcher:
                 pixels = decode_image(query.image, model.item_shape)
             except ValueError as e:
                 raise query.fail(str(e)) from None
-            return model.embed_pixels(pixels[None])[0]
+            return model.embed_batch(pixels[None])[0]
         try:
             return embed_clip(query.clip, model.module, self.cfg, model.item_shape)
         except MRLError as e:

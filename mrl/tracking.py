@@ -29,6 +29,7 @@ from mlflow.data.meta_dataset import MetaDataset
 from mrl.checkpoint import load_model
 from mrl.errors import MRLError
 from mrl.models.onnx import export_onnx, prefers_onnx
+from mrl.models.vectors_adapter import ENCODER as VECTORS_ADAPTER
 
 DEFAULT_DB = "mlflow.db"
 MODEL_URI_TAG = "mrl.model_uri"  # run tag: where the logged model lives (registered from there)
@@ -37,6 +38,9 @@ PREPROCESS_TAG = "mrl.preprocess"  # run tag: how pixels are prepared for the mo
 # Text adapters (mrl.kind "text") map base sentence embeddings to theirs: these run tags name the base encoder (its
 # directory when trained, and the hash of its files) that query text must be embedded with first.
 TEXT_MODEL_TAG, TEXT_MODEL_KEY_TAG = "mrl.text_model", "mrl.text_model_key"
+# Vectors adapters (`mrl adapt`) map a user's own embeddings to Matryoshka ones: the service passes query vectors
+# through them (ADAPTS_TAG), and the gate compares the metric their evaluation reports (GATE_METRIC_TAG).
+ADAPTS_TAG, GATE_METRIC_TAG = "mrl.adapts", "mrl.gate_metric"
 # Per-dim metrics are also logged as "per_dim/<metric>" with step = the nesting dim, so MLflow draws each
 # metric as a curve over prefix size (its charts group keys by the prefix before "/", apart from the
 # per-epoch training curves).
@@ -211,6 +215,10 @@ def log_training_run(model_path: str | Path, metrics_path: str | Path, plot_path
         if model.meta["kind"] == "text":
             mlflow.set_tags({TEXT_MODEL_TAG: model.meta["text_model"], TEXT_MODEL_KEY_TAG: model.meta["text_model_key"],
                              "mrl.objective": "pair_infonce"})  # loss.objective is the image models' setting
+        if model.meta.get("encoder") == VECTORS_ADAPTER:
+            mlflow.set_tags({ADAPTS_TAG: "vectors", "mrl.source": model.meta["source"],
+                             "mrl.base_dim": str(model.meta["base_dim"]), "mrl.vectors_sha256": model.meta["vectors_sha256"],
+                             GATE_METRIC_TAG: f"recall_at_{model.meta['eval_k']}"})
         log_dataset_input(str(model.meta.get("data", "")), lineage.get("mrl.data_sha256"))
         for record in model.meta["history"]:
             mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))

@@ -2,9 +2,10 @@
 
     mrl ingest | validate | train | evaluate | embed | segment     the stages
     mrl model register | promote | rollback | list | compare        the MLflow registry (promote: the gate)
-    mrl index promote | rollback | unlock                           the Milvus collections behind the serving aliases
+    mrl index promote | retier | rollback | unlock                  the Milvus collections behind the serving aliases
     mrl search | serve                                              one search, or the HTTP service
     mrl drift | retrain                                             monitoring, and starting the training pipeline
+    mrl adapt                                                       Matryoshka prefixes for vectors you already have
     mrl pipeline run | compile | drift                              the Kubeflow pipelines
     mrl params show                                                 the resolved configuration
 
@@ -16,14 +17,14 @@ from __future__ import annotations
 
 import typer
 
-from mrl.cli import index, model, monitor, params, pipeline, search, stages
+from mrl.cli import adapt, index, model, monitor, params, pipeline, search, stages
 from mrl.cli.common import renamed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Matryoshka embeddings: train, evaluate, index, serve and monitor nested embeddings.")
 
 for command in (stages.ingest, stages.validate, stages.train, stages.evaluate, stages.embed, stages.segment,
-                search.search, search.serve, monitor.drift, monitor.retrain):
+                search.search, search.serve, monitor.drift, monitor.retrain, adapt.adapt):
     app.command()(command)
 app.add_typer(model.app, name="model")
 app.add_typer(index.app, name="index")

@@ -1,5 +1,6 @@
 """`mrl index`: the Milvus collections behind the serving aliases. Promote (embed, choose the funnel, build, verify,
-swap the alias), roll back, release a dead promotion's lock."""
+swap the alias), retier (re-choose the funnel on the logged queries, rebuild from the stored vectors), roll back,
+release a dead promotion's lock."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from mrl.config import load_config
 from mrl.errors import MRLError
 
 app = typer.Typer(no_args_is_help=True, help="The serving indexes (Milvus collections behind aliases): promote, "
-                                              "rollback, unlock.")
+                                              "retier, rollback, unlock.")
 
 
 @app.command()
@@ -49,6 +50,31 @@ def promote(
     r = promote_index(cfg, data, tracking_uri, milvus_uri, version, log=typer.echo)
     if r.dropped:
         typer.echo(f"dropped old collections: {', '.join(r.dropped)}")
+    write_json(out, r.to_dict())
+
+
+@app.command()
+@fails_cleanly
+def retier(
+    queries: Annotated[Path | None, typer.Option(help="the service's query log: a directory of queries-*.npy "
+                                                 "(full-dim query embeddings); default artifacts/query_log")] = None,
+    min_queries: Annotated[int | None, typer.Option(min=1, help="fewer logged queries than this: choose on held-out "
+                                                    "rows of the collection instead; default 100")] = None,
+    out: Annotated[Path | None, typer.Option(help="write the retier record (JSON)")] = None,
+    tracking_uri: TrackingOpt = None,
+    milvus_uri: MilvusOpt = None,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+):
+    """Re-choose the served collection's funnel on the queries the service logged (the newest
+    retrieval.max_queries), rebuild it from its stored vectors (no model runs) as <alias>_v<N>_t<n>, verify it and
+    swap the alias; `mrl index rollback` goes back. Nothing is rebuilt when the served funnel still wins."""
+    from mrl.retier import MIN_LOG_QUERIES, retier_index
+
+    cfg = load_config(params, set_ or [])
+    r = retier_index(cfg, milvus_uri, tracking_uri, queries, min_queries or MIN_LOG_QUERIES, log=typer.echo)
+    for line in r.summary(cfg.retrieval.collection_prefix, cfg.retrieval.k):
+        typer.echo(line)
     write_json(out, r.to_dict())
 
 

@@ -5,9 +5,10 @@ typo in params.yaml can never silently fall back to a default.
 
 Modules, each importing only those listed before it: base (the section base class), data (ingest, validation),
 training (model, loss, train, evaluate), retrieval (registry, retrieval), media (video, text), operations (drift,
-cluster), schema (Config, the whole), recording ($MRL_PARAMS_READ_LOG), loading (params text to a Config).
+cluster), adapt, schema (Config, the whole), recording ($MRL_PARAMS_READ_LOG), loading (params text to a Config).
 """
 
+from mrl.config.adapt import AdaptConfig
 from mrl.config.data import DEFAULT_FASHION_MNIST_DIR, IngestConfig, ValidationConfig
 from mrl.config.loading import apply_overrides, config_from_dict, config_yaml, load_config, parse_params
 from mrl.config.media import TextConfig, VideoConfig
@@ -20,6 +21,7 @@ from mrl.config.training import EvaluateConfig, LossConfig, ModelConfig, TrainCo
 __all__ = [
     "DEFAULT_FASHION_MNIST_DIR",
     "PARAMS_READ_LOG",
+    "AdaptConfig",
     "ClusterConfig",
     "Config",
     "DriftConfig",

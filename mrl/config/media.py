@@ -79,6 +79,17 @@ class TextConfig(_Section):
     lr: float = Field(0.005, gt=0)  # peak AdamW learning rate (warmup + cosine, as train.warmup_fraction)
     weight_decay: float = Field(0.01, ge=0)  # pulls W toward 0, i.e. the adapter toward the base embedding
     eval_k: int = Field(10, gt=0)  # recall@k, nDCG@k, MRR@k of the evaluation
+    # The objective (mrl/losses): pairs = InfoNCE on (query, document) pairs; similarity = label-free: every prefix
+    # keeps the base embedding's full-dim similarities (in-batch and to each item's top-k base neighbours among the
+    # documents) over the documents and the train queries, plus reconstruction; both = the sum, similarity weighted.
+    # both is the default: out of its domain pairs alone fell below the base at full dim, both did not, and in its
+    # domain both matched pairs (bench/results/text.md).
+    objective: Literal["pairs", "similarity", "both"] = "both"
+    similarity_weight: float = Field(1.0, gt=0)  # both: weight of the similarity loss against the pair loss's 1
+    similarity_tau: float = Field(0.05, gt=0)  # softmax temperature of the similarity distributions (cosine / tau)
+    neighbours: int = Field(7, ge=1)  # top-k base neighbours per item, mined once; a step holds anchors + neighbours
+    neighbour_weight: float = Field(1.0, ge=0)  # |cos(prefix) - cos(base)| to those neighbours, vs the in-batch term's 1
+    reconstruction_weight: float = Field(1.0, ge=0)  # 1 - cos(adapted full embedding, base) at the largest dim
 
     @model_validator(mode="after")
     def _check_text(self) -> TextConfig:

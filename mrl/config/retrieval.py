@@ -55,6 +55,10 @@ class RetrievalConfig(_Section):
     # The search page's funnel explorer (POST /search with "funnel" or "exact"; memory backend only): any d0/k0 and
     # exact full-dim search, on float32 prefix tables made at first use per dim (up to ~2 x N x D x 4 bytes).
     explorer: bool = True
+    # The service's live recall audit: this share of external item searches (0 = off, 1 = every one) is re-run as an
+    # exact full-dim search in a background thread and compared with what the funnel answered (recall@k on /metrics,
+    # audit-*.jsonl beside the query log for `mrl drift`). Never delays a response: a full queue drops the query.
+    audit_fraction: float = Field(0.01, ge=0, le=1)
 
     @model_validator(mode="after")
     def _check_binary_dims(self) -> RetrievalConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import model_validator
 
+from mrl.config.adapt import AdaptConfig
 from mrl.config.base import _Section
 from mrl.config.data import IngestConfig, ValidationConfig
 from mrl.config.media import TextConfig, VideoConfig
@@ -25,6 +26,7 @@ class Config(_Section):
     video: VideoConfig = VideoConfig()
     text: TextConfig = TextConfig()
     cluster: ClusterConfig = ClusterConfig()
+    adapt: AdaptConfig = AdaptConfig()
 
     @model_validator(mode="after")
     def _check_weights(self) -> Config:

@@ -1,5 +1,5 @@
 """Thumbnails: small PNGs of images and video frames, stored in the index beside their embeddings so that a
-search page (or any client) can show what it found without access to the catalogue's files."""
+search page (or any client) can show what it found without access to the catalogue's files; and reading them back."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import io
 
 import numpy as np
 from PIL import Image
+
+from mrl.errors import MRLError
 
 ITEM_THUMBNAIL_PX = 96  # widest stored item thumbnail; smaller images are kept at their own size
 
@@ -35,3 +37,28 @@ def item_thumbnails(images: np.ndarray, progress=None) -> list[str]:
     if progress:
         progress(len(out) % 1000)
     return out
+
+
+class Thumbnails:
+    """PNG thumbnails of one collection's rows, read from Milvus by id (one `get` each: a page shows ten at most),
+    the most recent 10,000 kept in memory (a few hundred bytes each)."""
+
+    def __init__(self, client, name: str, max_cached: int = 10_000):
+        self.client, self.name, self.max_cached = client, name, max_cached
+        fields = {f["name"] for f in client.describe_collection(name)["fields"]}
+        self.stored = "thumbnail" in fields  # collections promoted without (vectors, retrieval.thumbnails off)
+        self._cache: dict[str, bytes] = {}
+
+    def png(self, row_id: str) -> bytes:
+        """The row's PNG; MRLError if the collection stores none or the id is unknown."""
+        if not self.stored:
+            raise MRLError(f"collection {self.name} stores no thumbnails (its items are not images, or it was promoted "
+                           "with retrieval.thumbnails off)")
+        if row_id not in self._cache:
+            rows = self.client.get(self.name, ids=[row_id], output_fields=["thumbnail"])
+            if not rows:
+                raise MRLError(f"unknown id {row_id!r} in {self.name}")
+            if len(self._cache) >= self.max_cached:
+                self._cache.pop(next(iter(self._cache)))  # the oldest entry
+            self._cache[row_id] = base64.b64decode(rows[0]["thumbnail"])
+        return self._cache[row_id]

@@ -12,7 +12,7 @@ import pandas as pd
 from mrl.config import DriftConfig
 from mrl.drift.calibration import calibrate
 from mrl.drift.reference import Reference
-from mrl.drift.results import CLASS_TEST, DriftResult
+from mrl.drift.results import CLASS_TEST, DriftResult, TestResult
 from mrl.drift.scoring import drift_method, predict_classes, prefix_frame, verdicts
 from mrl.errors import MRLError
 
@@ -30,15 +30,15 @@ def _check_window(current: np.ndarray, ref: Reference, source: str, min_window: 
 
 
 def _report(ref: Reference, compared: np.ndarray, current: np.ndarray, ref_cls, cur_cls, thresholds: dict[str, float],
-            class_key: str | None):
-    """The Evidently report whose metric values are the verdict's scores."""
+            class_key: str | None, recall: list[TestResult]):
+    """The Evidently report whose metric values are the verdict's scores (the audited recall's after them)."""
     # evidently (4 s to import) and scikit-learn (2 s); only the report needs them
     import evidently.legacy.metrics.data_drift.embeddings_drift as legacy_embeddings
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import EmbeddingsDrift, ValueDrift
     from sklearn.decomposition import PCA
 
-    from mrl.drift.dashboard import threshold_metrics  # imports evidently: only the report needs it
+    from mrl.drift.dashboard import recall_metrics, threshold_metrics  # import evidently: only the report needs them
 
     # The report draws a density plot of each side projected to 2-D, with t-SNE over up to 2,500 rows per side.
     # t-SNE was most of a check's time (measured: 148 of 196 s for a 1000-row window on a busy 2-core machine,
@@ -64,15 +64,17 @@ def _report(ref: Reference, compared: np.ndarray, current: np.ndarray, ref_cls, 
         metrics.append(ValueDrift(column=CLASS_TEST, method="chisquare", threshold=thresholds[class_key]))
     # The thresholds ride along as metric values after the scores, for the dashboard to plot beside them.
     used = {f"d{d}": thresholds[f"d{d}"] for d in ref.prefixes} | ({CLASS_TEST: thresholds[class_key]} if class_key else {})
-    return Report([*metrics, *threshold_metrics(used)]).run(
+    return Report([*metrics, *threshold_metrics(used), *recall_metrics(recall)]).run(
         current_data=Dataset.from_pandas(frame(current, cur_cls), data_definition=definition),
         reference_data=Dataset.from_pandas(frame(compared, ref_cls), data_definition=definition),
     )
 
 
 def check_drift(ref: Reference, current: np.ndarray, labels: np.ndarray | None, cfg: DriftConfig,
-                source: str = "current window", log: Callable[[str], None] = print):
-    """Compare a window (embeddings, optional class names) with the reference. Returns (DriftResult, snapshot)."""
+                source: str = "current window", log: Callable[[str], None] = print,
+                recall: list[TestResult] | None = None):
+    """Compare a window (embeddings, optional class names) with the reference. Returns (DriftResult, snapshot).
+    `recall`: the window's funnel recall tests (mrl.drift.recall), decided already; they join the report and verdict."""
     started = time.perf_counter()
     _check_window(current, ref, source, cfg.min_window)
     rows_read = len(current)
@@ -100,10 +102,10 @@ def check_drift(ref: Reference, current: np.ndarray, labels: np.ndarray | None, 
         class_key = f"{CLASS_TEST}/predicted"
         ref_cls, cur_cls = predict_classes(compared, ref.centroids), predict_classes(current, ref.centroids)
 
-    snapshot = _report(ref, compared, current, ref_cls, cur_cls, thresholds, class_key)
+    snapshot = _report(ref, compared, current, ref_cls, cur_cls, thresholds, class_key, recall or [])
     names = [f"d{d}" for d in ref.prefixes] + ([CLASS_TEST] if class_key else [])
     values = [float(m["value"]) for m in snapshot.dict()["metrics"][: len(names)]]  # the scores; thresholds follow
-    tests = verdicts(dict(zip(names, values)), thresholds, class_key)
+    tests = verdicts(dict(zip(names, values)), thresholds, class_key) + list(recall or [])
     result = DriftResult(
         drifted=any(t.drifted for t in tests), tests=tests, method=ref.method, current_rows=rows_read,
         compared_rows=len(current), reference_rows=len(compared),

@@ -3,9 +3,11 @@
 A check's snapshot gets a header (verdict, model, collection, window sizes, time, and each score with its
 threshold and what it measures) and is tagged with the collection, model version and verdict. The workspace
 project gets a dashboard tab: per prefix dim, the drift score over time against its calibrated threshold, and
-the class-share p-value against its significance level. Evidently's panels plot metric values only (no
-reference lines), so each threshold is logged in the snapshot as a metric of its own (`CalibratedThreshold`)
-and drawn as a second series. Imports Evidently: import it where a report is made, not at the top of a module.
+the class-share p-value against its significance level, and where the window has the service's recall audit, the
+served funnel's mean audited recall@k against retrieval.target_recall. Evidently's panels plot metric values only (no
+reference lines), so each threshold (and the recall target) is logged in the snapshot as a metric of its own
+(`CalibratedThreshold`) and drawn as a second series; the audited recall is a metric too (`FunnelRecall`).
+Imports Evidently: import it where a report is made, not at the top of a module.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import TYPE_CHECKING
 from evidently.core.metric_types import SingleValueCalculation, SingleValueMetric
 from evidently.legacy.renderers.html_widgets import WidgetSize, table_data, text_widget
 
-from mrl.drift.results import CLASS_TEST, DriftResult
+from mrl.drift.recall import describe_recall, is_recall_test
+from mrl.drift.results import CLASS_TEST, DriftResult, TestResult
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
@@ -32,6 +35,7 @@ METHOD_SCORES = {
 }
 METHOD_LABELS = {"mmd": "MMD", "model": "classifier AUC", "distance": "mean distance", "ratio": "drifted share"}
 CLASS_SCORE = "chi-square test p-value of the class shares"
+RECALL_SCORE = "served funnel's mean recall@k on audited live queries, against exact full-dim search"
 
 
 class CalibratedThreshold(SingleValueMetric):
@@ -48,12 +52,36 @@ class CalibratedThresholdCalculation(SingleValueCalculation[CalibratedThreshold]
         return result
 
     def display_name(self) -> str:
-        return f"Calibrated threshold: {self.metric.test_name}"
+        what = "Recall target" if is_recall_test(self.metric.test_name) else "Calibrated threshold"
+        return f"{what}: {self.metric.test_name}"
+
+
+class FunnelRecall(SingleValueMetric):
+    """A funnel recall test's score (mean audited recall@k, mrl.drift.recall) as a metric value, for the dashboard."""
+
+    test_name: str  # "funnel_recall@10"
+    recall: float
+
+
+class FunnelRecallCalculation(SingleValueCalculation[FunnelRecall]):
+    def calculate(self, context, current_data, reference_data):
+        result = self.result(self.metric.recall)
+        result.widget = []  # the report's header table shows it with the target and the audited queries
+        return result
+
+    def display_name(self) -> str:
+        return f"Audited funnel recall: {self.metric.test_name}"
 
 
 def threshold_metrics(thresholds: dict[str, float]) -> list[CalibratedThreshold]:
     """One metric per test name ("d8", "class_share"), valued at the threshold the check uses."""
     return [CalibratedThreshold(test_name=name, threshold=float(value)) for name, value in thresholds.items()]
+
+
+def recall_metrics(tests: list[TestResult]) -> list:
+    """Per funnel recall test, its mean audited recall and its target, as metrics."""
+    return [m for t in tests for m in (FunnelRecall(test_name=t.name, recall=float(t.score)),
+                                       CalibratedThreshold(test_name=t.name, threshold=float(t.threshold)))]
 
 
 # ---------------------------------------------------------------- the snapshot: header, tags, metadata
@@ -63,6 +91,8 @@ def describe(name: str, method: str, class_source: str | None = None) -> tuple[s
     if name == CLASS_TEST:
         shares = "nearest-centroid predicted classes" if class_source == "predicted" else "labelled classes"
         return f"{CLASS_SCORE} ({shares}, current vs reference)", "below the significance level"
+    if is_recall_test(name):
+        return RECALL_SCORE, "its upper confidence bound is below the target (retrieval.target_recall)"
     return f"{METHOD_SCORES.get(method, method + ' drift score')}, {name} prefix", "above the threshold"
 
 
@@ -88,7 +118,9 @@ def metadata(result: DriftResult) -> dict[str, str]:
             "drifted_tests": ",".join(t.name for t in result.tests if t.drifted) or "none",
             "reference_path": str(result.reference_meta.get("path", "")),
             **{f"score.{t.name}": f"{t.score:.6g}" for t in result.tests},
-            **{f"threshold.{t.name}": f"{t.threshold:.6g}" for t in result.tests}}
+            **{f"threshold.{t.name}": f"{t.threshold:.6g}" for t in result.tests},
+            **{f"audit.k{k}.{key}": str(v) for k, row in (result.audit or {}).get("by_k", {}).items()
+               for key, v in row.items()}}
 
 
 def header_widgets(result: DriftResult) -> list:
@@ -109,6 +141,10 @@ def header_widgets(result: DriftResult) -> list:
             f"Thresholds are calibrated {calibrated}. Embedding scores grow as the windows move apart: drift when "
             "**above** the threshold. The class-share score is a p-value: drift when **below** the significance level. "
             "The widgets below are Evidently's; their 'drift detected' labels use the same thresholds.")
+    recall = [describe_recall(result.audit, t.name) for t in result.tests if is_recall_test(t.name)]
+    if recall:
+        text += ("\n\n**Funnel recall** (the service's live recall audit; score: mean recall, threshold: the target):\n\n"
+                 + "\n\n".join(f"- {line}" for line in recall))
     rows = []
     for t in result.tests:
         what, rule = describe(t.name, result.method, result.class_source)
@@ -152,11 +188,14 @@ def wanted_panels(project_id, tests: list[str], method: str) -> list:
         "How to read these plots",
         f"Embedding scores ({meaning}) drift when above their calibrated "
         f"threshold. Class shares: {CLASS_SCORE}, drift when below its significance level. Thresholds are "
-        "calibrated per reference at promotion; a new reference starts new series. Each point is one "
-        "mrl drift check, tagged with its collection, model version and verdict.")]
+        "calibrated per reference at promotion; a new reference starts new series. Funnel recall (where the service "
+        "audits its searches): the mean audited recall@k, drift when confidently below retrieval.target_recall. "
+        "Each point is one mrl drift check, tagged with its collection, model version and verdict.")]
     panels[0].id = panel_id(project_id, "guide")
     for name in tests:
-        if name == CLASS_TEST:
+        if is_recall_test(name):
+            panel = recall_panel(name, threshold)
+        elif name == CLASS_TEST:
             panel = line_plot_panel(
                 "Class shares: chi-square p-value vs significance level",
                 values=[PanelMetric(legend="p-value (drift below the level)", metric="ValueDrift",
@@ -177,6 +216,21 @@ def wanted_panels(project_id, tests: list[str], method: str) -> list:
         panel.id = panel_id(project_id, name)
         panels.append(panel)
     return panels
+
+
+def recall_panel(name: str, threshold):
+    """The served funnel's mean audited recall@k against its target, over checks."""
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import line_plot_panel
+
+    at_k = name.split("_", 1)[1]  # "recall@10"
+    return line_plot_panel(
+        f"Served funnel: audited {at_k} vs target",
+        values=[PanelMetric(legend=f"mean audited {at_k}", metric=FunnelRecall.__get_type__(),
+                            metric_labels={"test_name": name}),
+                PanelMetric(legend="target (retrieval.target_recall)", metric=threshold,
+                            metric_labels={"test_name": name})],
+        description=f"{RECALL_SCORE}; drift when its upper confidence bound is below the target", size="half")
 
 
 def ensure_dashboard(ws: Workspace, project_id, tests: list[str], method: str) -> None:

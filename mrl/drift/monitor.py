@@ -15,6 +15,7 @@ from mrl.config import Config, parse_params
 from mrl.drift.check import check_drift
 from mrl.drift.lookups import served_reference
 from mrl.drift.outputs import format_result, write_outputs
+from mrl.drift.recall import read_audit, recall_tests
 from mrl.drift.reference import load_reference
 from mrl.drift.results import DriftResult
 from mrl.drift.windows import read_window
@@ -23,8 +24,9 @@ from mrl.drift.windows import read_window
 def monitor(cfg: Config, current: str | Path, out_dir: str | Path, reference: str | Path | None = None,
             split: str | None = None, workspace: str | Path | None = None, milvus_uri: str | None = None,
             tracking_uri: str | None = None, log: Callable[[str], None] = print) -> DriftResult:
-    """`mrl drift`: read the window, compare it with the served collection's reference, write the report,
-    summary and workspace snapshot. Bad input raises MRLError before anything is written."""
+    """`mrl drift`: read the window, compare it with the served collection's reference (and, where the window is a
+    query log with the service's recall audit, test the funnel's recall), write the report, summary and workspace
+    snapshot. Bad input raises MRLError before anything is written."""
     ref_path = Path(reference) if reference else served_reference(cfg, milvus_uri, tracking_uri, log)
     ref = load_reference(ref_path)
 
@@ -36,8 +38,12 @@ def monitor(cfg: Config, current: str | Path, out_dir: str | Path, reference: st
         return embed_with(ref.meta["model_uri"], x, cfg.evaluate.batch_size, "embedding window", tracking_uri)
 
     emb, labels = read_window(current, split, embed if ref.meta.get("model_uri") else None)
-    result, snapshot = check_drift(ref, emb, labels, cfg.drift, str(current), log)
-    result.reference_meta = {**ref.meta, "path": str(ref_path)}
+    # The service's recall audit beside its query log: the served funnel's recall, tested against its target.
+    audit = read_audit(current)
+    recall, audited = ([], None) if audit is None else recall_tests(
+        audit, cfg.retrieval.target_recall, cfg.drift.false_alarm_rate, ref.meta.get("collection"))
+    result, snapshot = check_drift(ref, emb, labels, cfg.drift, str(current), log, recall)
+    result.reference_meta, result.audit = {**ref.meta, "path": str(ref_path)}, audited
     return write_outputs(result, snapshot, out_dir, workspace, cfg.drift.project)
 
 

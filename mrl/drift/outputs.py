@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from mrl.data.artifact import atomic_write
+from mrl.drift.recall import describe_recall, is_recall_test
 from mrl.drift.results import CLASS_TEST, DriftResult
 
 
@@ -30,10 +31,11 @@ def write_outputs(result: DriftResult, snapshot, out_dir: str | Path, workspace:
 
 
 def format_result(result: DriftResult) -> str:
-    lines = [f"{'test':<12} {'score':>10} {'threshold':>10}  verdict"]
+    lines = [f"{'test':<16} {'score':>10} {'threshold':>10}  verdict"]
     for t in result.tests:
-        rule = "<" if t.name == CLASS_TEST else ">"
-        lines.append(f"{t.name:<12} {t.score:>10.4g} {rule}{t.threshold:>9.4g}  {'DRIFT' if t.drifted else 'ok'}")
+        rule = "<" if t.name == CLASS_TEST or is_recall_test(t.name) else ">"  # these alarm below their threshold
+        lines.append(f"{t.name:<16} {t.score:>10.4g} {rule}{t.threshold:>9.4g}  {'DRIFT' if t.drifted else 'ok'}")
+    lines += [describe_recall(result.audit, t.name) for t in result.tests if is_recall_test(t.name)]
     verdict = "DRIFT" if result.drifted else "no drift"
     lines.append(f"{verdict}: {result.compared_rows} of {result.current_rows} current rows vs {result.reference_rows} "
                  f"reference rows, method {result.method}, {result.seconds:.1f} s")

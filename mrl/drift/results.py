@@ -11,9 +11,9 @@ CLASS_TEST = "class_share"
 
 @dataclass
 class TestResult:
-    name: str  # "d8", ..., "class_share"
-    score: float  # the method's drift score; for class_share the chi-square p-value
-    threshold: float
+    name: str  # "d8", ..., "class_share", "funnel_recall@10"
+    score: float  # the method's drift score; class_share: the chi-square p-value; funnel_recall@k: mean audited recall
+    threshold: float  # funnel_recall@k: retrieval.target_recall
     drifted: bool
 
 
@@ -33,6 +33,7 @@ class DriftResult:
     report_html: str = ""
     summary_json: str = ""
     snapshot_id: str = ""
+    audit: dict[str, Any] | None = None  # the funnel recall tests' audited queries (mrl.drift.recall); None: none
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,6 +17,8 @@ from torch import nn
 from mrl.config import Config
 from mrl.losses import MatryoshkaLoss, PairInfoNCE
 
+ENCODER = "text_adapter"  # checkpoint meta["encoder"]: tells text checkpoints from image/MLP ones
+
 
 class TextAdapter(nn.Module):
     def __init__(self, dim: int, hidden_dim: int = 0):

@@ -12,7 +12,6 @@ field, so a funnel search is one round trip; the schema tells which layout a col
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import json
 import logging
@@ -138,12 +137,14 @@ class CollectionInfo:
     previous: str | None  # the collection this one replaced, for rollback
     data_sha256: str | None = None  # the catalogue file that was indexed (lineage; None: not recorded)
     video_root: str | None = None  # video collections: the ingested folder the video ids are relative to (GET /videos)
+    adapts: str | None = None  # "vectors": built by an adapter of the user's vectors (`mrl adapt`): queries go through it
 
     def describe(self) -> str:
         return json.dumps({"model_name": self.model_name, "model_version": self.model_version,
                            "funnel": self.funnel.to_dict(), "nesting_dims": self.nesting_dims, "k": self.k,
                            "previous": self.previous, "data_sha256": self.data_sha256}
-                          | ({"video_root": self.video_root} if self.video_root else {}))
+                          | ({"video_root": self.video_root} if self.video_root else {})
+                          | ({"adapts": self.adapts} if self.adapts else {}))
 
     @classmethod
     def read(cls, client, name: str) -> CollectionInfo:
@@ -151,7 +152,8 @@ class CollectionInfo:
         if "funnel" not in d:
             raise MRLError(f"Milvus collection {name}: not created by `mrl index promote` (no {INFO_PROPERTY} property)")
         return cls(name, d["model_name"], str(d["model_version"]), Funnel.from_dict(d["funnel"]),
-                   list(d["nesting_dims"]), int(d["k"]), d.get("previous"), d.get("data_sha256"), d.get("video_root"))
+                   list(d["nesting_dims"]), int(d["k"]), d.get("previous"), d.get("data_sha256"), d.get("video_root"),
+                   d.get("adapts"))
 
 
 def alias_target(client, alias: str) -> str | None:
@@ -253,10 +255,16 @@ def row_count(client, name: str) -> int:
                             consistency_level="Strong")[0]["count(*)"])
 
 
+def version_key(prefix: str, name: str) -> tuple[int, int] | None:
+    """(model version N, retier n) of a versioned collection: <prefix>_v<N> (promoted: n = 0) or <prefix>_v<N>_t<n>
+    (the n-th `mrl index retier` of version N's rows); None for any other name (<prefix>_v<N>_frames, the lock)."""
+    m = re.fullmatch(rf"{re.escape(prefix)}_v(\d+)(?:_t(\d+))?", name)
+    return (int(m.group(1)), int(m.group(2) or 0)) if m else None
+
+
 def versioned_collections(client, prefix: str) -> list[str]:
-    """Collections named <prefix>_v<N>, oldest first."""
-    pattern = re.compile(rf"^{re.escape(prefix)}_v(\d+)$")
-    found = [(int(m.group(1)), name) for name in client.list_collections() if (m := pattern.match(name))]
+    """Collections named <prefix>_v<N> or <prefix>_v<N>_t<n>, oldest first: by (N, n)."""
+    found = [(key, name) for name in client.list_collections() if (key := version_key(prefix, name)) is not None]
     return [name for _, name in sorted(found)]
 
 
@@ -284,8 +292,8 @@ def create_collection(client, info: CollectionInfo, full_dim: int, index_type: s
     index = client.prepare_index_params()
     params = {"M": hnsw_m, "efConstruction": hnsw_ef_construction} if index_type == "HNSW" else {}
     index.add_index("short", index_type=index_type, metric_type="IP", params=params)
-    if layout == "vector":  # every vector field needs an index before the collection loads
-        index.add_index("full", index_type="FLAT", metric_type="IP")
+    if layout == "vector":  # every vector field needs an index before the collection loads; COSINE: full embeddings
+        index.add_index("full", index_type="FLAT", metric_type="COSINE")  # need not be unit length (mrl.retrieval.exact)
     client.create_collection(info.name, schema=schema, index_params=index, properties={INFO_PROPERTY: info.describe()})
 
 
@@ -304,31 +312,6 @@ def insert_rows(client, name: str, ids: np.ndarray, labels: list[str], embedding
         if progress:
             progress(end - start)
     return inserted
-
-
-class Thumbnails:
-    """PNG thumbnails of one collection's rows, read from Milvus by id (one `get` each: a page shows ten at most),
-    the most recent 10,000 kept in memory (a few hundred bytes each)."""
-
-    def __init__(self, client, name: str, max_cached: int = 10_000):
-        self.client, self.name, self.max_cached = client, name, max_cached
-        fields = {f["name"] for f in client.describe_collection(name)["fields"]}
-        self.stored = "thumbnail" in fields  # collections promoted without (vectors, retrieval.thumbnails off)
-        self._cache: dict[str, bytes] = {}
-
-    def png(self, row_id: str) -> bytes:
-        """The row's PNG; MRLError if the collection stores none or the id is unknown."""
-        if not self.stored:
-            raise MRLError(f"collection {self.name} stores no thumbnails (its items are not images, or it was promoted "
-                           "with retrieval.thumbnails off)")
-        if row_id not in self._cache:
-            rows = self.client.get(self.name, ids=[row_id], output_fields=["thumbnail"])
-            if not rows:
-                raise MRLError(f"unknown id {row_id!r} in {self.name}")
-            if len(self._cache) >= self.max_cached:
-                self._cache.pop(next(iter(self._cache)))  # the oldest entry
-            self._cache[row_id] = base64.b64decode(rows[0]["thumbnail"])
-        return self._cache[row_id]
 
 
 class MilvusFunnelIndex:

@@ -6,7 +6,9 @@ and a thumbnail URL; with `funnel`/`exact` the explorer: any shortlist d0@k0 and
 GET /items/{id}/thumbnail and /thumbnails/{segment_id} (PNGs stored at promotion), GET /videos/{video_id} (an indexed
 video file from the ingested folder, with HTTP range requests: the search page's player), the search page at /, /docs
 and /redoc (served offline), /healthz, /readyz, /metrics (Prometheus), and POST /admin/reload (bearer token from
-$MRL_ADMIN_TOKEN; disabled when unset). Query embeddings go to a rolling window of .npy files for drift monitoring.
+$MRL_ADMIN_TOKEN; disabled when unset). Query embeddings go to a rolling window of .npy files for drift monitoring;
+a sampled share of item searches is re-run as exact search in the background, its recall@k on /metrics and beside
+that window (mrl.service.audit).
 
 The searching itself is the library's `mrl.search.Searcher`; this module holds the routes, the metrics, the query
 log and following the aliases.
@@ -34,6 +36,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from mrl.config import Config
 from mrl.errors import MRLError
 from mrl.search import NotFound, QueryError, Searcher
+from mrl.service.audit import AuditLog, AuditMetrics, Auditor
 from mrl.service.query_log import QueryLog
 from mrl.service.requests import SearchRequest, library_query
 
@@ -70,6 +73,11 @@ class Service:
         # Video queries (frames, clips) come from another distribution than the items catalogue: a window of their
         # own, so that `mrl drift` on the query log compares item queries with the items' reference.
         self.video_query_log = QueryLog(Path(query_log_dir) / "videos", max_age_s=query_log_max_age_s)
+        # The live recall audit (mrl.service.audit): a sampled share of item searches re-run exactly, off the request
+        # path; its rows go beside the items query log, for `mrl drift`.
+        fraction = cfg.retrieval.audit_fraction
+        self.auditor = Auditor(fraction, AuditMetrics(self.metrics.registry), AuditLog(
+            Path(query_log_dir), max_age_s=query_log_max_age_s)) if fraction > 0 else None
         self.current: Searcher | None = None
         self._lock = threading.Lock()
 
@@ -111,6 +119,11 @@ class Service:
     def flush_logs(self, stale_only: bool) -> None:
         for log in (self.query_log, self.video_query_log):
             log.flush_if_stale() if stale_only else log.flush()
+        if self.auditor is not None:
+            self.auditor.log.flush(stale_only)
+
+    def audit_status(self) -> dict:
+        return self.auditor.describe() if self.auditor is not None else {"fraction": 0.0}
 
     def answer(self, searcher: Searcher, req: SearchRequest) -> dict:
         """One search, counted and timed; its query embedding logged when it came from outside."""
@@ -133,6 +146,9 @@ class Service:
         # given) repeats the page's last query; either would dilute the drift window.
         if kind != "id" and req.funnel is None:
             (self.video_query_log if req.index == "videos" else self.query_log).append(hits.query[None, :])
+            if self.auditor is not None and req.index == "items":  # queued (or dropped), never waited for
+                self.auditor.offer(searcher.items, hits.query, [h["id"] for h in hits.results], req.k,
+                                   hits.collection, hits.funnel)
         for stage, ms in hits.timings_ms.items():
             self.metrics.latency.labels(stage).observe(ms / 1000)
         total = time.perf_counter() - started
@@ -193,6 +209,8 @@ def _lifespan(service: Service, reload_interval_s: float, query_log_max_age_s: f
         for task in tasks:
             task.cancel()
         service.flush_logs(stale_only=False)  # keep the last partial window on shutdown
+        if service.auditor is not None:
+            service.auditor.stop()  # audits what is queued (for up to 10 s), writes the last rows
 
     return lifespan
 
@@ -216,7 +234,7 @@ def _add_status_routes(app: FastAPI, service: Service) -> None:
             first.client.describe_collection(first.name)
         except Exception as e:
             raise HTTPException(503, f"Milvus not reachable: {type(e).__name__}") from None
-        return {"status": "ready"} | searcher.describe(service.videos_dir)
+        return {"status": "ready"} | searcher.describe(service.videos_dir) | {"audit": service.audit_status()}
 
     @app.get("/metrics")
     def metrics():

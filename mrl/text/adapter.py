@@ -14,9 +14,7 @@ from torch import nn
 from mrl.checkpoint import read_checkpoint
 from mrl.config import Config, config_from_dict
 from mrl.errors import MRLError
-from mrl.models.text_adapter import TextAdapter
-
-ENCODER = "text_adapter"  # checkpoint meta["encoder"]: tells text checkpoints from image/MLP ones
+from mrl.models.text_adapter import ENCODER, TextAdapter
 
 
 def resolve_nesting_dims(dims: list[int], base_dim: int) -> list[int]:

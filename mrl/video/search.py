@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mrl.config import Config
+from mrl.data.thumbnails import Thumbnails
 from mrl.errors import MRLError
 from mrl.progress import progress
 from mrl.retrieval import milvus_index as mi
@@ -80,7 +81,7 @@ class VideoIndex:
         self.spans, self.video_ids = self._read_spans()
         self.root = self.info.video_root  # the ingested folder (None: promoted before it was recorded)
         self.frames = self._read_frames() if backend == "memory" else None
-        self.thumbnails = mi.Thumbnails(client, name)
+        self.thumbnails = Thumbnails(client, name)
 
     def _read_spans(self) -> tuple[dict[str, tuple[float, float]], set[str]]:
         """segment id -> (start_s, end_s), and the set of video ids."""

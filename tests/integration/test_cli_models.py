@@ -135,7 +135,7 @@ def test_promote_search_and_roll_back_the_index(registered, index_args, tmp_path
     one_line_error(invoke("index", "rollback", *milvus_only(index_args)), "no previous collection")
     assert serving(index_args)[0] == "items_v1"
     one_line_error(invoke("index", "promote", "--data", data, "--version", "1", *index_args),
-                   "Milvus alias items already serves items_v1; nothing to promote")
+                   "Milvus alias items already serves", " v1 (items_v1); nothing to promote")
     assert serving(index_args) == ("items_v1", ["items_v1", "items_v2"])
 
 

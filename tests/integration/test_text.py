@@ -14,25 +14,27 @@ from typer.testing import CliRunner
 from mrl.cli import app
 from mrl.config import config_from_dict
 from mrl.data import Dataset
+from mrl.errors import MRLError
 from mrl.text.adapter import load_adapter
-from mrl.text.artifact import TextDataset, save_text_dataset
-from mrl.text.evaluate import evaluate_text
+from mrl.text.artifact import TextDataset, load_text_dataset, save_text_dataset
+from mrl.text.evaluate import evaluate_retrieval, evaluate_text
 from mrl.text.train import train_text_adapter
 
 pytestmark = pytest.mark.slow  # trains adapters; the CLI test embeds with the real MiniLM
 
 
-def synthetic_pairs(path: Path, n: int = 400, dim: int = 32, signal: int = 4, seed: int = 0) -> Path:
+def synthetic_pairs(path: Path, n: int = 400, dim: int = 32, signal: int = 4, seed: int = 0,
+                    test_every: int = 5) -> Path:
     """Documents whose meaning lies in a `signal`-dim subspace, rotated so every base dim carries a little of it and a
     lot of noise: the base's 4-dim prefix retrieves poorly; a 4-dim prefix holding the subspace retrieves well.
-    Query i is document i moved a little within the subspace."""
+    Query i is document i moved a little within the subspace; every `test_every`-th query is held out."""
     rng = np.random.default_rng(seed)
     rotation = np.linalg.qr(rng.normal(size=(dim, dim)))[0]
     z = rng.normal(size=(n, signal))
     noise = 0.25 * rng.normal(size=(n, dim - signal))
     docs = np.hstack([z, noise]) @ rotation.T
     queries = np.hstack([z + 0.15 * rng.normal(size=(n, signal)), 0.25 * rng.normal(size=(n, dim - signal))]) @ rotation.T
-    split = np.where(np.arange(n) % 5 == 0, "test", "train")
+    split = np.where(np.arange(n) % test_every == 0, "test", "train")
     documents = Dataset("vectors", docs.astype(np.float32), np.array([f"d{i}" for i in range(n)]),
                         np.full(n, -1), np.full(n, "train"), np.array([], str))
     td = TextDataset(documents, np.array([f"doc {i}" for i in range(n)]), np.array([f"q{i}" for i in range(n)]),
@@ -47,7 +49,9 @@ def test_training_improves_the_small_prefix(tmp_path):
                                      "hidden_dim": 64}, "train": {"num_threads": 1}})
     logs: list[str] = []
     r = train_text_adapter(cfg, data, tmp_path / "adapter.pt", log=logs.append)
-    assert r.epochs == 30 and len(logs) == 30 and np.isfinite(r.final_loss)
+    assert r.epochs == 30 and np.isfinite(r.final_loss)
+    # the default objective, both: the neighbours mined once, then one line per epoch
+    assert logs[0].startswith("mined the top 7 base neighbours") and len(logs) == 31
     e = evaluate_text(tmp_path / "adapter.pt", data, k=5).results
     adapter, truncated = e["adapter"], e["truncated"]
     # the 4-dim prefix: from the base's poor truncation to close to the full-dim base
@@ -59,6 +63,40 @@ def test_training_improves_the_small_prefix(tmp_path):
     loaded = load_adapter(tmp_path / "adapter.pt")
     assert loaded.nesting_dims == [4, 8, 32] and loaded.config.model.embedding_dim == 32
     assert loaded.meta["epoch"] == 30 and loaded.meta["text_model_key"] == "synthetic"
+
+
+def test_similarity_objective_trains_the_small_prefix_without_pairs(tmp_path):
+    # every query held out: no train pairs, so only the label-free objective can train (over the documents alone)
+    data = synthetic_pairs(tmp_path / "pairs.npz", n=300, test_every=1)
+    cfg = config_from_dict({"text": {"objective": "similarity", "nesting_dims": [4, 8, 32], "epochs": 8,
+                                     "batch_size": 64, "lr": 0.01, "hidden_dim": 0, "neighbours": 7},
+                            "train": {"num_threads": 1}})
+    logs: list[str] = []
+    r = train_text_adapter(cfg, data, tmp_path / "adapter.pt", log=logs.append)
+    assert r.unit == "items" and r.objective.startswith("similarity") and np.isfinite(r.final_loss)
+    assert logs[0].startswith("mined the top 7 base neighbours among the 300 documents of each of 300 items")
+    td = load_text_dataset(data)
+    queries, relevant = td.relevant("test")  # (evaluate_text fits its PCA on the train pairs' documents: none here)
+    e = evaluate_retrieval(td.query_x[queries], td.documents.x, relevant, [4, 8, 32], 5, None,
+                           load_adapter(tmp_path / "adapter.pt").adapter)
+    adapter = e["adapter"]
+    truncated = evaluate_retrieval(td.query_x[queries], td.documents.x, relevant, [4, 8, 32], 5, td.documents.x)[
+        "truncated"]
+    # the 4-dim prefix learns the base's full-dim neighbourhoods, which the signal subspace decides
+    assert adapter[4]["ndcg_at_5"] > truncated[4]["ndcg_at_5"] + 0.2
+    assert adapter[32]["ndcg_at_5"] >= truncated[32]["ndcg_at_5"] - 0.03  # reconstruction keeps the full dim
+    with pytest.raises(MRLError, match="no train-split queries"):  # the pair objective still needs pairs
+        train_text_adapter(config_from_dict({"text": {"nesting_dims": [4, 32]}}), data, tmp_path / "p.pt")
+
+
+def test_both_objectives_train_together(tmp_path):
+    data = synthetic_pairs(tmp_path / "pairs.npz", n=200)
+    cfg = config_from_dict({"text": {"objective": "both", "nesting_dims": [4, 32], "epochs": 2, "batch_size": 32,
+                                     "hidden_dim": 16, "neighbours": 3, "similarity_weight": 0.5},
+                            "train": {"num_threads": 1}})
+    r = train_text_adapter(cfg, data, tmp_path / "adapter.pt", log=lambda _: None)
+    assert r.unit == "pairs" and r.epochs == 2 and np.isfinite(r.final_loss)
+    assert load_adapter(tmp_path / "adapter.pt").config.text.objective == "both"
 
 
 def test_hard_negatives_train(tmp_path):

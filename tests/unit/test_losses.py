@@ -147,3 +147,98 @@ def test_similarity_preserving_rejects_bad_arguments(bad):
 
     with pytest.raises(ValueError, match="SimilarityPreserving"):
         SimilarityPreserving(**bad)
+
+
+def _similarity_batch(n: int = 12, k: int = 3, dim: int = 16, seed: int = 0):
+    """n anchors and their k base neighbours (mined over a larger corpus), as rows of one batch."""
+    gen = torch.Generator().manual_seed(seed)
+    corpus = F.normalize(torch.randn(200, dim, generator=gen), dim=1)
+    anchors = torch.randperm(200, generator=gen)[:n]
+    sims = (corpus[anchors] @ corpus.T).scatter(1, anchors[:, None], float("-inf"))
+    top = sims.topk(k, dim=1).indices  # (n, k) corpus rows
+    rows = torch.cat([anchors, top.reshape(-1)])
+    return corpus[rows], n + torch.arange(n * k).reshape(n, k)
+
+
+def test_similarity_terms_are_zero_at_the_identity_and_positive_when_prefixes_scramble_neighbours():
+    from mrl.losses import SimilarityPreserving, SimilarityTarget
+
+    base, neighbours = _similarity_batch()
+    loss = SimilarityPreserving(tau=0.05, neighbour_weight=1.0, reconstruction_weight=1.0)
+    target = SimilarityTarget(base, neighbours)
+    terms = loss.terms(base.clone(), target)  # the identity adapter, at full dim
+    assert set(terms) == {"batch", "neighbours", "reconstruction"}
+    assert all(v.item() == pytest.approx(0.0, abs=1e-5) for v in terms.values())
+    assert loss(3.0 * base, target).item() == pytest.approx(0.0, abs=1e-5)  # cosines: the scale is free
+    # an adapter that rotates the space keeps every cosine: still 0
+    rotation = torch.linalg.qr(torch.randn(16, 16))[0]
+    assert loss.terms(base @ rotation, target)["neighbours"].item() == pytest.approx(0.0, abs=1e-5)
+    scrambled = base.clone()
+    scrambled[12:] = base[12:].roll(3, dims=0)  # each anchor's neighbours are now the previous anchor's
+    scrambled_terms = loss.terms(scrambled, target)
+    assert scrambled_terms["neighbours"].item() > 0.2  # top-k cosines ~0.6 became ~0
+    assert scrambled_terms["reconstruction"].item() > 0.01  # the rows moved away from their base
+
+
+def test_neighbour_term_mines_in_batch_without_given_neighbours():
+    from mrl.losses import SimilarityPreserving
+
+    base = F.normalize(torch.randn(24, 16), dim=1)
+    loss = SimilarityPreserving(tau=0.05, batch_weight=0.0, neighbour_weight=1.0, neighbours=4)
+    assert loss(base.clone(), base).item() == pytest.approx(0.0, abs=1e-5)
+    # each row moved toward its 4th nearest (by the base) and away from its nearest: its top-4 cosines change
+    top = (base @ base.T).fill_diagonal_(float("-inf")).topk(4, dim=1).indices
+    prefix = base.clone().requires_grad_(True)
+    value = loss(prefix + 0.5 * (base[top[:, 3]] - base[top[:, 0]]), base)
+    assert value.item() > 0.05
+    value.backward()
+    assert prefix.grad.abs().sum() > 0
+
+
+def test_similarity_weights_scale_their_terms_and_gradients_reach_every_prefix():
+    from mrl.losses import SimilarityPreserving, SimilarityTarget
+
+    base, neighbours = _similarity_batch()
+    target = SimilarityTarget(base, neighbours)
+    torch.manual_seed(1)
+    emb = (base + 0.3 * torch.randn_like(base)).requires_grad_(True)
+    unit = SimilarityPreserving(tau=0.05, neighbour_weight=1.0, reconstruction_weight=1.0)
+    terms = unit.terms(emb, target)
+    weighted = SimilarityPreserving(tau=0.05, batch_weight=0.5, neighbour_weight=2.0, reconstruction_weight=3.0)
+    expected = 0.5 * terms["batch"] + 2.0 * terms["neighbours"] + 3.0 * terms["reconstruction"]
+    assert weighted(emb, target).item() == pytest.approx(expected.item(), rel=1e-5)
+    only_batch = SimilarityPreserving(tau=0.05)
+    assert set(only_batch.terms(emb, target)) == {"batch"}  # the default: the image head's objective, unchanged
+    # through MatryoshkaLoss: every dim gets a gradient; reconstruction only at the prefix as wide as the base
+    total, per_dim = MatryoshkaLoss(weighted, [4, 8, 16])(emb, target)
+    total.backward()
+    assert (emb.grad.abs().sum(0) > 0).all() and (per_dim > 0).all()
+    narrow = SimilarityPreserving(tau=0.05, reconstruction_weight=1.0).terms(emb[:, :8], target)
+    assert "reconstruction" not in narrow
+    with pytest.raises(ValueError, match="as wide"):
+        SimilarityPreserving(reconstruction_weight=1.0)(torch.randn(12 * 4, 32), target)
+
+
+@pytest.mark.parametrize("bad", [{"neighbour_weight": -1.0}, {"reconstruction_weight": float("nan")},
+                                 {"neighbours": 0}, {"batch_weight": 0.0}])
+def test_similarity_preserving_rejects_bad_term_arguments(bad):
+    from mrl.losses import SimilarityPreserving
+
+    with pytest.raises(ValueError, match="SimilarityPreserving"):
+        SimilarityPreserving(**bad)
+
+
+def test_similarity_defaults_are_the_image_heads_objective_unchanged():
+    # batch KL at tau plus the two-view InfoNCE, by hand: what loss.objective similarity trained before the new terms
+    from mrl.losses import SimilarityPreserving
+
+    torch.manual_seed(2)
+    prefix, base = torch.randn(10, 6), torch.randn(10, 32)
+    own = torch.eye(10, dtype=torch.bool)
+    b, z = F.normalize(base, dim=1), F.normalize(prefix, dim=1)
+    target = F.softmax((b @ b.T).masked_fill(own, float("-inf")) / 0.05, dim=1)
+    log_q = F.log_softmax((z @ z.T).masked_fill(own, float("-inf")) / 0.05, dim=1)
+    kl = (target * (target.clamp_min(1e-30).log() - log_q.masked_fill(own, 0.0))).masked_fill(own, 0.0).sum() / 10
+    logits = z[:5] @ z[5:].T / 0.1
+    nce = 0.5 * (F.cross_entropy(logits, torch.arange(5)) + F.cross_entropy(logits.T, torch.arange(5)))
+    assert SimilarityPreserving(0.05, 0.2, 0.1)(prefix, base).item() == pytest.approx((kl + 0.2 * nce).item(), rel=1e-5)

@@ -121,6 +121,42 @@ def test_text_config_errors_name_the_key():
 
     assert load_config(None, ["ingest.source=text", "text.hidden_dim=64"]).text.hidden_dim == 64
     for override, key in (("text.nesting_dims=[16, 8]", "text.nesting_dims"), ("text.epoch=3", "text.epoch"),
-                          ("text.dim_weights=[1, 2]", "text.dim_weights"), ("text.temperature=0", "text.temperature")):
+                          ("text.dim_weights=[1, 2]", "text.dim_weights"), ("text.temperature=0", "text.temperature"),
+                          ("text.objective=labels", "text.objective"), ("text.neighbours=0", "text.neighbours"),
+                          ("text.similarity_weight=0", "text.similarity_weight")):
         with pytest.raises(MRLError, match=key.replace(".", r"\.")):
             load_config(None, [override, "text.nesting_dims=[8, 16, 32]"] if "weights" in key else [override])
+
+
+def test_neighbours_are_each_items_nearest_documents_never_itself():
+    from mrl.text.train import mine_neighbours
+
+    rng = np.random.default_rng(0)
+    docs, queries = rng.normal(size=(30, 8)).astype(np.float32), rng.normal(size=(4, 8)).astype(np.float32)
+    items, nb = mine_neighbours(docs, queries, 5)
+    np.testing.assert_array_equal(items, np.concatenate([docs, queries]))
+    cos = F.normalize(torch.from_numpy(items), dim=1) @ F.normalize(torch.from_numpy(docs), dim=1).T
+    cos[torch.arange(30), torch.arange(30)] = -2.0  # a document is not its own neighbour
+    np.testing.assert_array_equal(nb, cos.topk(5, dim=1).indices.numpy())
+    assert mine_neighbours(docs[:4], queries, 10)[1].shape == (8, 3)  # a tiny corpus: every other document
+
+
+def test_text_losses_follow_the_objective():
+    from mrl.config import load_config
+    from mrl.errors import MRLError
+    from mrl.losses import SimilarityPreserving
+    from mrl.text.train import build_text_losses
+
+    def losses(*overrides, dims=(8, 16)):
+        return build_text_losses(load_config(None, list(overrides)).text, list(dims), 16)
+
+    pair, sim = losses()  # the default: both
+    assert isinstance(pair.inner_loss, PairInfoNCE) and isinstance(sim.inner_loss, SimilarityPreserving)
+    pair, sim = losses("text.objective=pairs")
+    assert isinstance(pair.inner_loss, PairInfoNCE) and sim is None  # pairs only, the earlier default
+    pair, sim = losses("text.objective=similarity", "text.neighbours=4", "text.reconstruction_weight=0.5")
+    assert pair is None and isinstance(sim.inner_loss, SimilarityPreserving)
+    assert (sim.inner_loss.neighbours, sim.inner_loss.reconstruction_weight) == (4, 0.5)
+    with pytest.raises(MRLError, match="text.reconstruction_weight"):
+        losses("text.objective=both", dims=(8,))  # reconstruction needs the full dim among the nesting dims
+    assert losses("text.objective=both", "text.reconstruction_weight=0", dims=(8,))[1] is not None
