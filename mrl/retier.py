@@ -36,6 +36,7 @@ from mrl.retrieval.backends import resolve_backend
 from mrl.retrieval.choose import FunnelCost, candidate_funnels, choose_funnel, measure_funnels
 from mrl.retrieval.funnel import exact_search
 from mrl.retrieval.lifecycle import drop_old_collections
+from mrl.retrieval.memory_index import read_stored
 from mrl.tracking import client as mlflow_client
 
 DEFAULT_QUERY_LOG = Path("artifacts/query_log")  # where `mrl serve --query-log-dir` writes by default
@@ -166,32 +167,10 @@ def field_kinds(client, name: str) -> dict[str, str]:
 
 
 def read_rows(client, name: str, batch: int = 16_000) -> StoredRows:
-    """Every row's id, label, full embedding and extra fields, paged with a query iterator (Milvus caps one query's
-    offset + limit at 16,384 rows), with progress."""
+    """Every row's id, label, full embedding and extra fields, with progress."""
     client.load_collection(name)  # a no-op when loaded; Milvus Lite reopens a collection released
-    total = mi.row_count(client, name)
     kinds = field_kinds(client, name)
-    ids, labels, extra, full = [], [], {f: [] for f in kinds}, None
-    bar = progress(None, f"reading {name} from Milvus", "row", total=total)
-    iterator = client.query_iterator(name, batch_size=batch, filter="",
-                                     output_fields=["id", "label", "full", *kinds])
-    try:
-        while page := iterator.next():
-            if full is None:
-                full = np.empty((total, len(page[0]["full"])), dtype=np.float32)
-            if len(ids) + len(page) > total:
-                raise MRLError(f"Milvus collection {name}: more rows than its count ({total}) while reading")
-            full[len(ids):len(ids) + len(page)] = [r["full"] for r in page]
-            ids += [r["id"] for r in page]
-            labels += [r["label"] for r in page]
-            for f, values in extra.items():
-                values += [r[f] for r in page]
-            bar.update(len(page))
-    finally:
-        iterator.close()
-        bar.close()
-    if full is None or len(ids) != total:
-        raise MRLError(f"Milvus collection {name}: read {len(ids)} rows, expected {total}")
+    ids, labels, full, extra = read_stored(client, name, batch, tuple(kinds))
     return StoredRows(ids, labels, full, extra, kinds)
 
 

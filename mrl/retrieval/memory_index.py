@@ -43,28 +43,37 @@ def funnel_search_rows(shortlist: ShortlistIndex, full: np.ndarray, queries: np.
 
 
 def read_collection(client, name: str, batch: int = 16_000) -> tuple[list[str], list[str], np.ndarray]:
-    """Every row's id, label and full embedding, paged with a query iterator (Milvus caps one query's offset +
-    limit at 16,384 rows), with progress."""
+    """Every row's id, label and full embedding (read_stored without extra fields)."""
+    ids, labels, full, _ = read_stored(client, name, batch)
+    return ids, labels, full
+
+
+def read_stored(client, name: str, batch: int = 16_000, extra: tuple[str, ...] = ()
+                ) -> tuple[list[str], list[str], np.ndarray, dict[str, list]]:
+    """Every row's id, label, full embedding and the `extra` fields' values, paged with a query iterator (Milvus caps
+    one query's offset + limit at 16,384 rows), with progress."""
     total = row_count(client, name)
-    ids, labels, full = [], [], None
-    bar = progress(None, f"loading {name} from Milvus", "row", total=total)
-    iterator = client.query_iterator(name, batch_size=batch, filter="", output_fields=["id", "label", "full"])
+    ids, labels, values, full = [], [], {f: [] for f in extra}, None
+    bar = progress(None, f"reading {name} from Milvus", "row", total=total)
+    iterator = client.query_iterator(name, batch_size=batch, filter="", output_fields=["id", "label", "full", *extra])
     try:
         while page := iterator.next():
             if full is None:
                 full = np.empty((total, len(page[0]["full"])), dtype=np.float32)
             if len(ids) + len(page) > total:
-                raise MRLError(f"Milvus collection {name}: more rows than its count ({total}) while loading")
+                raise MRLError(f"Milvus collection {name}: more rows than its count ({total}) while reading")
             full[len(ids):len(ids) + len(page)] = [r["full"] for r in page]
             ids += [r["id"] for r in page]
             labels += [r["label"] for r in page]
+            for f, kept in values.items():
+                kept += [r[f] for r in page]
             bar.update(len(page))
     finally:
         iterator.close()
         bar.close()
     if full is None or len(ids) != total:
         raise MRLError(f"Milvus collection {name}: read {len(ids)} rows, expected {total}")
-    return ids, labels, full
+    return ids, labels, full, values
 
 
 class MemoryFunnelIndex:
