@@ -83,10 +83,20 @@ def retrain(cfg: Config, how: str, input_path: str = "", tracking_uri: str = "",
 
 
 def on_drift(cfg: Config, summary: dict[str, Any], tracking_uri: str = "", milvus_uri: str = "",
-             launchers: Launchers | None = None, log: Callable[[str], None] = print) -> str:
+             launchers: Launchers | None = None, log: Callable[[str], None] = print, window: str = "") -> str:
     """Start drift.on_drift after a detected drift: the one action `mrl drift` and the drift pipeline's retrain
     step share. `summary` is the check's summary.json (DriftResult.as_dict()); its verdict travels as the payload
-    (the GitHub event's client_payload)."""
+    (the GitHub event's client_payload). With drift.on_low_recall: retier, a drift found by the recall audit alone
+    re-chooses the funnel on the window's queries (`window`, a query-log directory) instead."""
+    drifted = [t["name"] for t in summary.get("tests", []) if t.get("drifted")]
+    if cfg.drift.on_low_recall == "retier" and drifted and all(n.startswith("funnel_recall@") for n in drifted):
+        from mrl.retier import retier_index  # here: it imports the funnel choice (FAISS), which retraining needs not
+
+        queries = Path(window) if window and Path(window).is_dir() else None
+        r = retier_index(cfg, milvus_uri or None, tracking_uri or None, queries, log=log)
+        return (f"funnel recall below target: retiered {cfg.retrieval.collection_prefix} -> {r.collection} "
+                f"(funnel {r.chosen.funnel.name()})" if r.swapped else
+                "funnel recall below target, but the served funnel still wins on these queries: nothing rebuilt")
     if cfg.drift.on_drift == "none":
         return "drift.on_drift is none: no retraining started"
     payload = {"report": summary.get("report_html", ""), "checked_at": summary.get("checked_at", ""),

@@ -53,7 +53,7 @@ def drift(
 
         try:
             typer.echo(on_drift(cfg, result.as_dict(), tracking_uri or "", milvus_uri or "", launchers(),
-                                log=typer.echo))
+                                log=typer.echo, window=str(current)))
         except MRLError as e:
             typer.echo(f"error: drift found, but the retrain action failed: {e}", err=True)
             raise typer.Exit(4) from None

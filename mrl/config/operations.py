@@ -33,6 +33,10 @@ class DriftConfig(_Section):
     # `dvc repro`, or a GitHub repository_dispatch event. Secrets ($KFP_TOKEN, $GITHUB_TOKEN) come from
     # the environment only, never from this file.
     on_drift: Literal["none", "local", "kfp", "dvc", "github"] = "none"
+    # A drift found by the live recall audit alone (the funnel's recall below retrieval.target_recall, the embeddings
+    # unchanged): start drift.on_drift as for any drift, or re-choose the funnel on the window's queries
+    # (`mrl index retier`: no model runs).
+    on_low_recall: Literal["on_drift", "retier"] = "on_drift"
     kfp_host: str = ""  # "" = $KFP_HOST
     github_repository: str = ""  # owner/name
     github_event: str = "mrl-drift"  # the event type retrain.yml listens for

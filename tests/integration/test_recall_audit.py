@@ -183,3 +183,23 @@ def test_the_milvus_exact_search_by_milvus_and_by_scan_equal_exact_search(catalo
         want = [f"item-{i:03d}" for i in t]
         assert [h["id"] for h in by_milvus(q * 3.0, K)[0]] == want  # any query length: cosine
         assert [h["id"] for h in by_scan(q, K)[0]] == want
+
+
+def test_a_recall_drift_can_retier_the_funnel_instead_of_retraining(catalogue, tmp_path, monkeypatch):
+    """drift.on_low_recall: retier: the recall test alone failed, so `mrl drift` re-chooses the funnel on the window's
+    queries (`mrl index retier`) and the alias moves to a rebuilt collection; no model runs."""
+    monkeypatch.chdir(tmp_path)  # retier logs the carried drift reference to ./mlflow.db
+    queries = unit(np.random.default_rng(3).standard_normal((QUERIES, DIM)))
+    with serve(catalogue, "items_v1", "memory", tmp_path / "qlog") as http:
+        search_all(http, queries)
+        wait_for_audits(http, QUERIES)
+    result = CliRunner().invoke(cli, [
+        "drift", "--current", str(tmp_path / "qlog"), "--reference", str(catalogue["refs"] / "items_v1.npz"),
+        "--out", str(tmp_path / "report"), "--no-workspace", "--milvus-uri", catalogue["uri"],
+        *[a for s in [*DRIFT, "drift.on_low_recall=retier", f"drift.reference_dir={catalogue['refs']}",
+                      "retrieval.serve_backend=memory", "retrieval.index_type=FLAT", "retrieval.k=10",
+                      "retrieval.candidate_d0=[4, 8]", "retrieval.cascades=[[16]]"] for a in ("--set", s)]])
+    assert result.exit_code == EXIT_DRIFT, result.output
+    assert "funnel recall below target: retiered items -> items_v1_t1" in result.output
+    assert mi.alias_target(catalogue["client"], "items") == "items_v1_t1"
+    assert mi.CollectionInfo.read(catalogue["client"], "items_v1_t1").funnel != FUNNELS["items_v1"]
