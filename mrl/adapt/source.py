@@ -161,3 +161,17 @@ def _parquet_vectors(column: pa.ChunkedArray, path: Path, field: str) -> np.ndar
             or pa.types.is_fixed_size_list(column.type)):
         raise MRLError(f"{path}: adapt.vector_field: column {field!r} is {column.type}, not a list of floats")
     return _matrix(column.to_pylist(), str(path), field)
+
+
+def read_source(cfg: AdaptConfig, collection: str | None, path: str | Path | None, milvus_uri: str | None,
+                log: Callable[[str], None] | None = None) -> Vectors:
+    """The vectors to adapt: exactly one of a Milvus collection (at `milvus_uri`) or a vectors file."""
+    if (collection is None) == (path is None):
+        raise MRLError("adapt: give exactly one of --collection or --vectors")
+    if path is not None:
+        return read_file(path, cfg)
+    client = mi.connect(milvus_uri)
+    try:
+        return read_collection(client, collection, cfg, mi.resolve_milvus_uri(milvus_uri), log)
+    finally:
+        client.close()

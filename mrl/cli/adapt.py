@@ -9,7 +9,6 @@ import typer
 
 from mrl.cli.common import MilvusOpt, ParamsOpt, SetOpt, TrackingOpt, fails_cleanly, write_json
 from mrl.config import load_config
-from mrl.errors import MRLError
 
 
 @fails_cleanly
@@ -39,21 +38,10 @@ def adapt(
     the service then passes query vectors through the adapter. Bad input changes nothing."""
     from mrl.adapt.run import adapt as run
     from mrl.adapt.run import default_names
-    from mrl.adapt.source import read_collection, read_file
-    from mrl.retrieval import milvus_index as mi
+    from mrl.adapt.source import read_source
 
-    if (collection is None) == (vectors is None):
-        raise MRLError("adapt: give exactly one of --collection or --vectors")
     cfg = load_config(params, set_ or [])
-    if collection is not None:
-        uri = source_uri or milvus_uri
-        client = mi.connect(uri)
-        try:
-            base = read_collection(client, collection, cfg.adapt, mi.resolve_milvus_uri(uri), log=typer.echo)
-        finally:
-            client.close()
-    else:
-        base = read_file(vectors, cfg.adapt)
+    base = read_source(cfg.adapt, collection, vectors, source_uri or milvus_uri, log=typer.echo)
     r = run(cfg, base, out or Path("artifacts/adapt") / default_names(base)[1], tracking_uri, milvus_uri,
             model_name, alias, promote, log=typer.echo)
     typer.echo(r.decision.table())

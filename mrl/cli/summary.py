@@ -63,13 +63,13 @@ def print_training_summary(cfg, tracking_uri: str, milvus_uri: str, pipeline_roo
 
 def print_drift_check(cfg, pipeline_root: Path, echo: Callable[[str], None] = print) -> None:
     """The training pipeline's drift check of the held-out split, and its report copied where a person finds it."""
-    from mrl.drift import DriftResult, TestResult, format_result
+    from mrl.drift import DriftResult, format_result
 
     summary, report = (latest_local_output(pipeline_root, "dataset-drift-op", name) for name in ("summary", "report"))
     if not (summary and report):
         return
     d = json.loads(summary.read_text())
-    result = DriftResult(**(d | {"tests": [TestResult(**t) for t in d["tests"]]}))
+    result = DriftResult.from_dict(d)
     html = Path(cfg.drift.reference_dir).parent / "last-check.html"  # the artifact has no .html suffix
     shutil.copyfile(report, html)
     echo(f"\ndrift check: held-out split vs the reference of {result.reference_meta.get('collection')}\n"

@@ -37,3 +37,8 @@ class DriftResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DriftResult:
+        """The result back from its summary.json (`as_dict`)."""
+        return cls(**(d | {"tests": [TestResult(**t) for t in d["tests"]]}))
