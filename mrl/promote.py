@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from mrl.retrieval.backends import open_index, resolve_backend
 from mrl.retrieval.choose import FunnelCost, candidate_funnels, choose_funnel, measure_funnels, plot_cost_recall
 from mrl.retrieval.funnel import Funnel, exact_search
 from mrl.retrieval.lifecycle import drop_old_collections
+from mrl.retrieval.snapshot import remove_snapshot, snapshot_root
 from mrl.text.artifact import TEXT_FIELD, TextDataset, is_text_dataset, load_text_dataset
 from mrl.tracking import client as mlflow_client
 from mrl.tracking import file_sha256
@@ -46,22 +48,28 @@ class PromotionResult:
 
 
 def verify_collection(client, collection: str, expected_rows: int, rc, backend: str, query_ids: list[str],
-                      queries: np.ndarray, truth: list[list[str]], log: Callable[[str], None] = print) -> float:
+                      queries: np.ndarray, truth: list[list[str]], log: Callable[[str], None] = print,
+                      snapshots: Path | None = None) -> float:
     """Row count, then recall@k of sample queries through the backend that will serve the collection (the memory
     backend reads it back from Milvus), against exact full-dim search (`truth`: the catalogue's true top-k ids per
     query, without the query itself). Each query's own id is dropped from its hits: it is a catalogue item, and
-    finding itself is a free hit."""
+    finding itself is a free hit. With `snapshots` (memory backend), the verified index is then saved there for
+    replicas to start from (mrl.retrieval.snapshot)."""
     rows = mi.row_count(client, collection)
     if rows != expected_rows:
         raise MRLError(f"Milvus collection {collection}: {rows} rows after insert, expected {expected_rows}")
     client.load_collection(collection)
     k = rc.k
-    hits, _ = open_index(client, collection, rc, backend, log).search(queries, k + 1)
+    index = open_index(client, collection, rc, backend, log)  # read back from Milvus: what is stored is verified
+    hits, _ = index.search(queries, k + 1)
     found = [[h["id"] for h in row if h["id"] != own][:k] for row, own in zip(hits, query_ids)]
     recall = float(np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth)]))
     if recall < rc.target_recall:
         raise MRLError(f"Milvus collection {collection}: funnel recall@{k} {recall:.4f} on {len(queries)} "
                        f"sample queries ({backend} backend) is below retrieval.target_recall {rc.target_recall}")
+    if snapshots is not None and hasattr(index, "write_snapshot"):
+        started = time.perf_counter()
+        log(f"snapshot {index.write_snapshot(snapshots)} written in {time.perf_counter() - started:.1f}s")
     return recall
 
 
@@ -351,13 +359,15 @@ def finish_promotion(cfg: Config, plan: Plan, data_path: str | Path, tracking_ur
     ranked = np.take_along_axis(ids, np.argsort(-scores, axis=1, kind="stable"), axis=1)
     truth = [[i for i in row if i != own][: rc.k] for row, own in zip(ranked.tolist(), query_ids)]
     backend = resolve_backend(rc.serve_backend, milvus_uri, client)
-    recall = verify_collection(client, plan.collection, plan.rows, rc, backend, query_ids, queries, truth, log)
+    snapshots = snapshot_root(rc.snapshot_dir, milvus_uri)
+    recall = verify_collection(client, plan.collection, plan.rows, rc, backend, query_ids, queries, truth, log,
+                               snapshots)
     alias = rc.collection_prefix
     mi.swap_alias(client, alias, plan.collection, expected=plan.previous)
     mi.release_promotion_lock(client, alias, plan.collection)
     log(f"alias {alias} -> {plan.collection} ({plan.rows} rows, verified recall@{rc.k} {recall:.4f} on {len(queries)} "
         f"queries); drift reference {drift.reference_path(cfg, plan.collection)}")
-    dropped = drop_old_collections(client, alias, rc.keep_last, rc.drop_grace_s, log)
+    dropped = drop_old_collections(client, alias, rc.keep_last, rc.drop_grace_s, log, snapshots)
     for old in dropped:
         drift.reference_path(cfg, old).unlink(missing_ok=True)
     return PromotionResult(plan.collection, plan.previous, plan.rows, plan.funnel, recall, dropped)
@@ -371,6 +381,7 @@ def abandon_promotion(cfg: Config, plan: Plan, milvus_uri: str | None) -> None:
     if mi.alias_target(client, alias) != plan.collection:
         client.drop_collection(plan.collection)
         drift.reference_path(cfg, plan.collection).unlink(missing_ok=True)
+        remove_snapshot(snapshot_root(cfg.retrieval.snapshot_dir, milvus_uri), plan.collection)
     mi.release_promotion_lock(client, alias, plan.collection)
 
 

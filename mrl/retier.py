@@ -37,6 +37,7 @@ from mrl.retrieval.choose import FunnelCost, candidate_funnels, choose_funnel, m
 from mrl.retrieval.funnel import exact_search
 from mrl.retrieval.lifecycle import drop_old_collections
 from mrl.retrieval.memory_index import read_stored
+from mrl.retrieval.snapshot import remove_snapshot, snapshot_root
 from mrl.tracking import client as mlflow_client
 
 DEFAULT_QUERY_LOG = Path("artifacts/query_log")  # where `mrl serve --query-log-dir` writes by default
@@ -276,7 +277,7 @@ def carry_drift_reference(cfg: Config, info: mi.CollectionInfo, name: str, track
 
 
 def verify(client, cfg: Config, backend: str, name: str, rows: StoredRows, queries: LiveQueries,
-           log: Callable[[str], None]) -> float:
+           log: Callable[[str], None], snapshots: Path | None = None) -> float:
     """Promotion's check (`verify_collection`): the row count, then recall@k of the first retrieval.verify_queries
     queries through the serving backend against exact full-dim search over every row (a held-out row's own id
     dropped)."""
@@ -284,15 +285,16 @@ def verify(client, cfg: Config, backend: str, name: str, rows: StoredRows, queri
     vectors, own = queries.vectors[: rc.verify_queries], queries.own_ids[: rc.verify_queries]
     top = exact_search(rows.full, vectors, min(rc.k + 1, len(rows.ids))).indices
     truth = [[rows.ids[i] for i in row if rows.ids[i] != mine][: rc.k] for row, mine in zip(top, own)]
-    return verify_collection(client, name, len(rows.ids), rc, backend, own, vectors, truth, log)
+    return verify_collection(client, name, len(rows.ids), rc, backend, own, vectors, truth, log, snapshots)
 
 
-def abandon_retier(cfg: Config, client, alias: str, name: str) -> None:
+def abandon_retier(cfg: Config, client, alias: str, name: str, snapshots: Path | None = None) -> None:
     """Drop what a failed retier built and release its lock; the alias never pointed at it."""
     if mi.alias_target(client, alias) != name:
         if name in client.list_collections():
             client.drop_collection(name)
         drift.reference_path(cfg, name).unlink(missing_ok=True)
+        remove_snapshot(snapshots, name)
     mi.release_promotion_lock(client, alias, name)
 
 
@@ -319,10 +321,11 @@ def retier_index(cfg: Config, milvus_uri: str | None = None, tracking_uri: str |
             mi.swap_alias(client, alias, name, expected=current)
         mi.release_promotion_lock(client, alias, name)
     except BaseException:
-        abandon_retier(cfg, client, alias, name)
+        abandon_retier(cfg, client, alias, name, snapshot_root(rc.snapshot_dir, milvus_uri))
         raise
     if result.swapped:
-        result.dropped = drop_old_collections(client, alias, rc.keep_last, rc.drop_grace_s, log)
+        result.dropped = drop_old_collections(client, alias, rc.keep_last, rc.drop_grace_s, log,
+                                              snapshot_root(rc.snapshot_dir, milvus_uri))
         for old in result.dropped:
             drift.reference_path(cfg, old).unlink(missing_ok=True)
     result.seconds["total"] = time.perf_counter() - started
@@ -352,7 +355,7 @@ def _retier_locked(cfg: Config, client, milvus_uri: str | None, tracking_uri: st
     if (path := carry_drift_reference(cfg, info, name, tracking_uri, log)) is not None:
         log(f"drift reference {path}, carried over from {info.name}")
     seconds["drift"], step = time.perf_counter() - step, time.perf_counter()
-    recall = verify(client, cfg, backend, name, rows, queries, log)
+    recall = verify(client, cfg, backend, name, rows, queries, log, snapshot_root(cfg.retrieval.snapshot_dir, milvus_uri))
     seconds["verify"] = time.perf_counter() - step
     return RetierResult(name, info.name, len(rows.ids), queries, served, chosen, True, recall,
                         min(len(queries.vectors), cfg.retrieval.verify_queries), seconds=seconds)

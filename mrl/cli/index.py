@@ -15,7 +15,7 @@ from mrl.config import load_config
 from mrl.errors import MRLError
 
 app = typer.Typer(no_args_is_help=True, help="The serving indexes (Milvus collections behind aliases): promote, "
-                                              "retier, rollback, unlock.")
+                                              "retier, rollback, snapshot, unlock.")
 
 
 @app.command()
@@ -89,6 +89,20 @@ def rollback(videos: VideosOpt = False, milvus_uri: MilvusOpt = None, params: Pa
     alias = cfg.video.collection_prefix if videos else cfg.retrieval.collection_prefix
     old, new = rollback_index(cfg, milvus_uri, alias)
     typer.echo(f"alias {alias}: {old} -> {new}")
+
+
+@app.command()
+@fails_cleanly
+def snapshot(milvus_uri: MilvusOpt = None, params: ParamsOpt = None, set_: SetOpt = None):
+    """Write the memory backend's snapshot of the served items collection (shortlist index, re-rank table, ids and
+    labels, checksummed) to retrieval.snapshot_dir (default: beside a Milvus Lite data directory), for replicas to
+    start from in seconds. Promotion writes one itself; this is for an index promoted without one."""
+    from mrl.retrieval.lifecycle import snapshot_served
+
+    cfg = load_config(params, set_ or [])
+    started = time.perf_counter()
+    folder = snapshot_served(cfg, milvus_uri, log=typer.echo)
+    typer.echo(f"snapshot {folder} written in {time.perf_counter() - started:.1f}s")
 
 
 @app.command()

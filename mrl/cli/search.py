@@ -121,6 +121,8 @@ def serve(
     videos_dir: Annotated[Path | None, typer.Option(help="folder holding the indexed videos, for the page's player "
                                                     "(GET /videos/{id}); default: the folder recorded at ingest")]
     = None,
+    max_batch: Annotated[int, typer.Option(min=1, help="at most this many concurrent item searches answered by one "
+                                           "index call (micro-batching; 1: each alone)")] = 64,
     tracking_uri: TrackingOpt = None,
     milvus_uri: MilvusOpt = None,
     params: ParamsOpt = None,
@@ -141,5 +143,6 @@ def serve(
                    f"{cfg.retrieval.drop_grace_s:g} s: a promotion may drop a collection this replica still serves",
                    err=True)
     app = create_app(cfg, milvus_uri, tracking_uri, query_log_dir, load_model=not no_model,
-                     query_log_max_age_s=query_log_max_age, reload_interval_s=reload_interval, videos_dir=videos_dir)
+                     query_log_max_age_s=query_log_max_age, reload_interval_s=reload_interval, videos_dir=videos_dir,
+                     max_batch=max_batch)
     uvicorn.run(app, host=host, port=port, access_log=access_log)

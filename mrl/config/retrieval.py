@@ -49,6 +49,10 @@ class RetrievalConfig(_Section):
     # milvus for a server URL.
     serve_backend: Literal["auto", "memory", "milvus"] = "auto"
     rerank_dtype: Literal["float16", "float32"] = "float16"  # memory backend: storage of the full vectors
+    # Memory backend: promotion writes what it serves (shortlist index, re-rank table, ids, labels) here, checksummed,
+    # and replicas start from it in seconds instead of reading Milvus (mrl.retrieval.snapshot). Default: beside a
+    # Milvus Lite data directory (<dir>.snapshots); none for a Milvus server unless set (storage replicas mount).
+    snapshot_dir: str | None = None
     # Image items' PNG thumbnails stored in the collection (~500 bytes each at 28x28; at most 96 px wide), served at
     # GET /items/{id}/thumbnail for the search page.
     thumbnails: bool = True

@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from mrl.errors import MRLError
 from mrl.retrieval import milvus_index as mi
 from mrl.retrieval.memory_index import MemoryFunnelIndex
+from mrl.retrieval.snapshot import snapshot_root
 
 
 def resolve_backend(setting: str, milvus_uri: str | None, client=None) -> str:
@@ -28,10 +30,12 @@ def resolve_backend(setting: str, milvus_uri: str | None, client=None) -> str:
     return "memory" if lite else "milvus"
 
 
-def open_index(client, name: str, cfg, backend: str, log: Callable[[str], None] | None = None):
-    """A funnel index over collection `name` (cfg: RetrievalConfig; backend: memory | milvus)."""
+def open_index(client, name: str, cfg, backend: str, log: Callable[[str], None] | None = None,
+               snapshots: Path | None = None):
+    """A funnel index over collection `name` (cfg: RetrievalConfig; backend: memory | milvus). `snapshots`: the memory
+    backend starts from the collection's snapshot there when it has a valid one (mrl.retrieval.snapshot)."""
     if backend == "memory":
-        return MemoryFunnelIndex(client, name, cfg, log)
+        return MemoryFunnelIndex(client, name, cfg, log, snapshots)
     index = mi.MilvusFunnelIndex(client, name, cfg.hnsw_ef)
     if index.info.funnel.quant != "float32":
         raise MRLError(f"Milvus collection {name}: its funnel {index.info.funnel.name()} has a {index.info.funnel.quant} "
@@ -53,4 +57,4 @@ def open_served_index(cfg, milvus_uri: str | None = None, client=None, log: Call
     backend = resolve_backend(cfg.serve_backend, milvus_uri, client)
     if one_shot and cfg.serve_backend == "auto" and mi.CollectionInfo.read(client, name).funnel.quant == "float32":
         backend = "milvus"
-    return open_index(client, name, cfg, backend, log)
+    return open_index(client, name, cfg, backend, log, snapshot_root(cfg.snapshot_dir, milvus_uri))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from mrl.progress import progress
 from mrl.retrieval.funnel import Funnel, SearchResult, normalized_prefix, rerank_rows
 from mrl.retrieval.milvus_index import CollectionInfo, row_count
 from mrl.retrieval.shortlist import ShortlistIndex
+from mrl.retrieval.snapshot import open_snapshot, write_snapshot
 
 
 def funnel_search_rows(shortlist: ShortlistIndex, full: np.ndarray, queries: np.ndarray, funnel: Funnel,
@@ -83,24 +85,38 @@ class MemoryFunnelIndex:
 
     in_process = True  # a search is CPU work in this process (no I/O): the service runs it on its event loop
 
-    def __init__(self, client, name: str, cfg, log: Callable[[str], None] | None = None):
-        self.client, self.name = client, name
+    def __init__(self, client, name: str, cfg, log: Callable[[str], None] | None = None,
+                 snapshots: Path | None = None):
+        """`snapshots`: the snapshot folder (mrl.retrieval.snapshot) to start from when it holds a valid snapshot
+        of this collection; otherwise (and by default) the collection is read from Milvus."""
+        self.client, self.name, self.cfg = client, name, cfg
         self.info = CollectionInfo.read(client, name)
         client.load_collection(name)  # a no-op when loaded; needed after a restart (Milvus Lite reopens it released)
         started = time.perf_counter()
-        self.ids, self.labels, full = read_collection(client, name)
-        read_s = time.perf_counter() - started
-        funnel = self.info.funnel
-        self.shortlist = ShortlistIndex(full, funnel.d0, funnel.quant, cfg.index_type, cfg.hnsw_m,
-                                        cfg.hnsw_ef_construction, cfg.hnsw_ef)
-        self.full = full.astype(np.float16) if cfg.rerank_dtype == "float16" else full
+        funnel, say = self.info.funnel, log or (lambda line: None)
+        warn = lambda line: say(f"warning: {line}")  # noqa: E731
+        found = open_snapshot(snapshots, self.info, cfg, row_count(client, name), warn) if snapshots else None
+        if found is not None:
+            self.ids, self.labels, self.full = found.ids, found.labels, found.full
+            self.shortlist = ShortlistIndex.wrap(found.index, funnel.d0, funnel.quant, cfg.index_type, cfg.hnsw_ef)
+            self.source = f"snapshot {snapshots / name}"
+        else:
+            self.ids, self.labels, full = read_collection(client, name)
+            self.shortlist = ShortlistIndex(full, funnel.d0, funnel.quant, cfg.index_type, cfg.hnsw_m,
+                                            cfg.hnsw_ef_construction, cfg.hnsw_ef)
+            self.full = full.astype(np.float16) if cfg.rerank_dtype == "float16" else full
+            self.source = "Milvus"
         self._row = {item_id: row for row, item_id in enumerate(self.ids)}
         self._tables: dict[int, np.ndarray] = {}  # the explorer's prefix tables, made at first use
         self._explore_lock = threading.Lock()
-        if log:
-            log(f"{name}: {len(self.ids):,} rows read from Milvus in {read_s:.1f}s, {funnel.name()} "
-                f"{cfg.index_type} shortlist built in {self.shortlist.build_s:.1f}s, "
-                f"{self.bytes_per_item():,.0f} bytes/item in memory")
+        self.load_s = time.perf_counter() - started
+        say(f"{name}: {len(self.ids):,} rows from {self.source} in {self.load_s:.1f}s ({funnel.name()} "
+            f"{cfg.index_type} shortlist), {self.bytes_per_item():,.0f} bytes/item in memory")
+
+    def write_snapshot(self, root: Path) -> Path:
+        """Save what this index serves as the collection's snapshot under `root`, for replicas to start from."""
+        return write_snapshot(root, self.info, self.cfg, self.ids, self.labels, self.full, self.shortlist.index,
+                              self.shortlist.quant == "binary")
 
     def bytes_per_item(self) -> float:
         """Shortlist index (codes + graph) plus the re-rank table."""

@@ -46,6 +46,14 @@ class ShortlistIndex:
         self.index.add(codes)
         self.build_s = time.perf_counter() - started
 
+    @classmethod
+    def wrap(cls, index, d0: int, quant: str, index_type: str, ef_search: int = 0) -> ShortlistIndex:
+        """A ShortlistIndex over an index built earlier (a snapshot's, read from disk)."""
+        self = cls.__new__(cls)
+        self.d0, self.quant, self.index_type, self.ef_search, self.index, self.build_s = (
+            d0, quant, index_type, ef_search, index, 0.0)
+        return self
+
     def __len__(self) -> int:
         return self.index.ntotal
 

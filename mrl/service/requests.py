@@ -69,12 +69,16 @@ def _base64(field: str, data: str) -> bytes:
         raise QueryError(f"{field}: not valid base64") from None
 
 
+def check_k(req: SearchRequest) -> None:
+    if not 1 <= req.k <= MAX_K:
+        raise QueryError(f"k: must be between 1 and {MAX_K}, got {req.k}")
+
+
 @contextlib.contextmanager
 def library_query(req: SearchRequest) -> Iterator[Query]:
     """The request as a `Query` (QueryError on a bad k or bad base64); an uploaded clip lives in a temporary file
     (FFmpeg reads files) until the block ends."""
-    if not 1 <= req.k <= MAX_K:
-        raise QueryError(f"k: must be between 1 and {MAX_K}, got {req.k}")
+    check_k(req)
     if req.clip is None:
         yield Query(vector=req.vector, id=req.id, text=req.text,
                     image=None if req.image is None else _base64("image", req.image))
