@@ -7,7 +7,7 @@ FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 ARTIFACTS ?= artifacts
 MRL := $(BIN)/mrl
 
-.PHONY: install data demo demo-video bench-photo-video demo-containers repro test test-fast image podman-socket test-container bench-quality bench-retrieval bench-video bench-text bench-adapt bench-load bench-drift lint compile clean
+.PHONY: install data demo demo-video bench-photo-video demo-containers repro test test-fast image podman-socket test-container bench-quality bench-retrieval bench-video bench-text bench-adapt bench-load bench-startup bench-drift lint compile clean
 
 install: $(VENV)/.installed
 	@bash scripts/get-actionlint.sh .tools/actionlint
@@ -123,11 +123,18 @@ bench-adapt: install
 	@bash scripts/get-wordnet.sh "$(WORDNET_DIR)"
 	$(BIN)/python bench/adapt.py --wordnet-dir $(WORDNET_DIR) --out bench/results/adapt.md
 
-# `mrl serve` under 1 and 50 concurrent clients for 60 s each, memory vs milvus backend, over the demo's index
-# (./milvus.db). About 5 min on 2 cores.
+# `mrl serve` on a copy of the demo's index (./milvus.db): each search alone vs micro-batching vs 2 workers, closed
+# loop and 1,000/s open loop at 50 clients, the alias swapped + a worker killed under load, and the milvus backend on
+# a Milvus 2.3.5 server; with bench-startup's 1M start-up figures when present. About 12 min on 2 cores.
 bench-load: install
 	@test -e milvus.db || { echo "error: no promoted index in ./milvus.db; run make demo first" >&2; exit 2; }
 	$(BIN)/python bench/load.py --milvus-uri milvus.db --out bench/results/load.md
+
+# Start-up of the memory backend at 1M items with and without a snapshot (bench-retrieval's cached 1M embeddings when
+# present, random unit vectors otherwise). About 25 min on 2 cores, most of it inserting into and reading from Milvus Lite.
+STARTUP_VECTORS ?= $(lastword $(sort $(wildcard $(ARTIFACTS)/bench/fmnist-augmented-1000000-*.npy)))
+bench-startup: install
+	$(BIN)/python bench/startup.py $(if $(STARTUP_VECTORS),--vectors $(STARTUP_VECTORS),--random) --out bench/results/startup.json
 
 # Drift calibration: false alarms on unchanged windows, detection of image/class shifts, per Evidently method;
 # needs a trained model (default: the newest from `make demo`). About 40 min on 2 cores.
