@@ -123,6 +123,8 @@ def serve(
     = None,
     max_batch: Annotated[int, typer.Option(min=1, help="at most this many concurrent item searches answered by one "
                                            "index call (micro-batching; 1: each alone)")] = 64,
+    workers: Annotated[int, typer.Option(min=1, help="server processes on the port, each replaced if it dies; more "
+                                         "than 1 needs a Milvus server URL (milvus-lite server or Milvus)")] = 1,
     tracking_uri: TrackingOpt = None,
     milvus_uri: MilvusOpt = None,
     params: ParamsOpt = None,
@@ -136,13 +138,21 @@ def serve(
     import uvicorn
 
     from mrl.service import create_app
+    from mrl.service import workers as worker_processes
 
     cfg = load_config(params, set_ or [])
+    worker_processes.check_shared_milvus(milvus_uri, workers)
     if 0 < cfg.retrieval.drop_grace_s <= reload_interval:
         typer.echo(f"warning: --reload-interval {reload_interval:g} s is not under retrieval.drop_grace_s "
                    f"{cfg.retrieval.drop_grace_s:g} s: a promotion may drop a collection this replica still serves",
                    err=True)
-    app = create_app(cfg, milvus_uri, tracking_uri, query_log_dir, load_model=not no_model,
-                     query_log_max_age_s=query_log_max_age, reload_interval_s=reload_interval, videos_dir=videos_dir,
-                     max_batch=max_batch)
-    uvicorn.run(app, host=host, port=port, access_log=access_log)
+    app_kwargs = {"milvus_uri": milvus_uri, "tracking_uri": tracking_uri, "query_log_dir": str(query_log_dir),
+                  "load_model": not no_model, "query_log_max_age_s": query_log_max_age,
+                  "reload_interval_s": reload_interval, "videos_dir": None if videos_dir is None else str(videos_dir),
+                  "max_batch": max_batch}
+    if workers > 1:
+        worker_processes.save_args(None if params is None else str(params), set_ or [], **app_kwargs)
+        uvicorn.run("mrl.service.workers:app", factory=True, workers=workers, host=host, port=port,
+                    access_log=access_log)
+        return
+    uvicorn.run(create_app(cfg, **app_kwargs), host=host, port=port, access_log=access_log)
