@@ -271,6 +271,7 @@ def copy_collection(source_uri: str, target_uri: str, alias: str = "items") -> i
     try:
         name = mi.alias_target(source, alias)
         info = mi.CollectionInfo.read(source, name)
+        source.load_collection(name)  # Milvus Lite reopens a collection released
         ids, labels, full = read_collection(source, name)
         mi.create_collection(target, info, full.shape[1], "HNSW", 16, 40)
         mi.insert_rows(target, name, np.asarray(ids, dtype=object), labels, full, info.funnel.d0, 5000)
