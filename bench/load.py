@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import json
 import multiprocessing
 import os
@@ -198,7 +199,7 @@ async def open_loop(base: str, clients: int, rate: float, duration_s: float, bod
     one, and that wait counts). `events`: (seconds in, fn) run in a thread at that time, e.g. an alias swap."""
     tally, started = Tally(), time.perf_counter()
     rng = np.random.default_rng(0)
-    pending, done_events = [], []
+    pending, done_events = set(), []
     async with aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=clients),
                                      timeout=aiohttp.ClientTimeout(total=60)) as http:
         pending_events = sorted(events, key=lambda e: e[0])
@@ -209,7 +210,9 @@ async def open_loop(base: str, clients: int, rate: float, duration_s: float, bod
                 done_events.append(asyncio.create_task(asyncio.to_thread(fn)))
             if (delay := due - time.perf_counter()) > 0:
                 await asyncio.sleep(delay)
-            pending.append(asyncio.create_task(post(http, bodies[rng.integers(len(bodies))], tally, due, started)))
+            task = asyncio.create_task(post(http, bodies[rng.integers(len(bodies))], tally, due, started))
+            pending.add(task)  # finished ones leave: thousands of done tasks would slow the client's garbage collector
+            task.add_done_callback(pending.discard)
         await asyncio.gather(*pending, *done_events)
     return {"mode": "open", "clients": clients, "offered": rate} | tally.summary(time.perf_counter() - started), tally
 
@@ -224,6 +227,16 @@ class Setup:
     phases: list[tuple] = field(default_factory=list)  # ("closed", clients) | ("open", clients, rate)
 
 
+def measured(phase):
+    """Run a phase's coroutine with the client's garbage collector off: its pauses would show as server latency."""
+    gc.collect()
+    gc.disable()
+    try:
+        return asyncio.run(phase)
+    finally:
+        gc.enable()
+
+
 def run_setup(setup: Setup, work: Path, bodies: list[bytes], duration: float, ready_timeout: float) -> list[dict]:
     port = free_port()
     base, log = f"http://127.0.0.1:{port}", work / f"serve-{port}.log"
@@ -236,9 +249,9 @@ def run_setup(setup: Setup, work: Path, bodies: list[bytes], duration: float, re
         asyncio.run(closed_loop(base, 4, 3.0, bodies))  # warm-up
         for phase in setup.phases:
             if phase[0] == "closed":
-                r = asyncio.run(closed_loop(base, phase[1], duration, bodies))
+                r = measured(closed_loop(base, phase[1], duration, bodies))
             else:
-                r, _ = asyncio.run(open_loop(base, phase[1], phase[2], duration, bodies))
+                r, _ = measured(open_loop(base, phase[1], phase[2], duration, bodies))
             r |= {"setup": setup.name, "ready_s": ready_s}
             print(f"  {describe(r)}", flush=True)
             rows.append(r)
@@ -366,8 +379,8 @@ def under_change(uri: str, snapshots: Path, work: Path, bodies: list[bytes], cli
         before = worker_pids(proc.pid)
         asyncio.run(closed_loop(base, 4, 3.0, bodies))
         mark("start")
-        r, tally = asyncio.run(open_loop(base, clients, rate, duration, bodies,
-                                         [(0.2 * duration, swap), (0.5 * duration, drop), (0.7 * duration, kill)]))
+        r, tally = measured(open_loop(base, clients, rate, duration, bodies,
+                                      [(0.2 * duration, swap), (0.5 * duration, drop), (0.7 * duration, kill)]))
         time.sleep(3)
         after = worker_pids(proc.pid)
     finally:

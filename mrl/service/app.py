@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import os
 import threading
@@ -94,6 +95,9 @@ class Service:
                                  log=lambda line: print(line, flush=True))
         with self._lock:
             self.current = searcher
+        # What is loaded now lives as long as the service: out of the garbage collector's sight, so that its full
+        # collections (which walk every tracked object: torch, pymilvus, the index's ids) stop pausing searches.
+        gc.freeze()
         return searcher
 
     def searcher(self) -> Searcher:
