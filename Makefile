@@ -143,4 +143,4 @@ bench-drift: install data
 	$(BIN)/python bench/drift.py --model $(MODEL) --data-dir $(FASHION_MNIST_DIR) --out bench/results/drift.md
 
 clean:
-	rm -rf $(ARTIFACTS) mlflow.db milvus.db
+	rm -rf $(ARTIFACTS) mlflow.db milvus.db milvus.db.snapshots

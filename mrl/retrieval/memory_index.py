@@ -83,7 +83,7 @@ class MemoryFunnelIndex:
     and the exact reference `ReferenceFunnelIndex`: `search(queries, k) -> (hits per query, timings)`,
     `vector_of(id)`, `sample_id()`, `info`, `name`, `client`."""
 
-    in_process = True  # a search is CPU work in this process (no I/O): the service runs it on its event loop
+    in_process = True  # a search is CPU work in this process (no I/O): the service batches it (mrl.service.batching)
 
     def __init__(self, client, name: str, cfg, log: Callable[[str], None] | None = None,
                  snapshots: Path | None = None):
@@ -94,7 +94,10 @@ class MemoryFunnelIndex:
         client.load_collection(name)  # a no-op when loaded; needed after a restart (Milvus Lite reopens it released)
         started = time.perf_counter()
         funnel, say = self.info.funnel, log or (lambda line: None)
-        warn = lambda line: say(f"warning: {line}")  # noqa: E731
+
+        def warn(line: str) -> None:
+            say(f"warning: {line}")
+
         found = open_snapshot(snapshots, self.info, cfg, row_count(client, name), warn) if snapshots else None
         if found is not None:
             self.ids, self.labels, self.full = found.ids, found.labels, found.full
