@@ -138,6 +138,12 @@ def test_concurrent_http_searches_are_batched_and_answer_as_one_at_a_time(served
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
                 responses = await asyncio.gather(*(http.post("/search", json=b) for b in bodies))
                 metrics = (await http.get("/metrics")).text
+                api = (await http.get("/openapi.json")).json()
+        # The route reads its body itself; the schema is still documented (/docs).
+        body = api["paths"]["/search"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": "#/components/schemas/SearchRequest"}
+        assert {"vector", "id", "k", "funnel"} <= set(api["components"]["schemas"]["SearchRequest"]["properties"])
+        assert "FunnelOverride" in api["components"]["schemas"]
         return [(r.status_code, [h["id"] for h in r.json().get("results", [])]) for r in responses], metrics
 
     batched, metrics = asyncio.run(run(64))
