@@ -286,8 +286,11 @@ def _add_search_route(app: FastAPI, service: Service) -> None:
     # The body is parsed and validated by pydantic-core straight from the JSON bytes, not by FastAPI's dependency
     # machinery (json.loads, then validation of the Python objects: ~0.3 ms of a ~1 ms request at 50 clients,
     # measured); the schema is still documented at /docs (`_document_search_body`).
-    @app.post("/search", openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/SearchRequest"}}}}})
+    @app.post("/search", responses={404: {"description": "unknown id, or no index of that kind served"},
+                                     422: {"description": "invalid body or query (the detail says which field)"},
+                                     503: {"description": "index not ready, or changing: retry"}},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/SearchRequest"}}}}})
     async def search(request: Request):
         try:
             req = SearchRequest.model_validate_json(await request.body())
