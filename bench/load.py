@@ -276,20 +276,25 @@ def lite_server(data_dir: Path, work: Path) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def copy_collection(source_uri: str, target_uri: str, alias: str = "items") -> int:
-    """The collection behind `alias` copied into another Milvus (same name, info and rows; the target's layout)."""
+def copy_rows(source, target, name: str, info: mi.CollectionInfo) -> int:
+    """Collection `name`'s rows written into `info.name` at `target` (created under `info`; the target's layout)."""
     from mrl.retrieval.memory_index import read_collection
 
+    source.load_collection(name)  # Milvus Lite reopens a collection released
+    ids, labels, full = read_collection(source, name)
+    mi.create_collection(target, info, full.shape[1], "HNSW", 16, 40)
+    mi.insert_rows(target, info.name, np.asarray(ids, dtype=object), labels, full, info.funnel.d0, 5000)
+    return len(ids)
+
+
+def copy_collection(source_uri: str, target_uri: str, alias: str = "items") -> int:
+    """The collection behind `alias` copied into another Milvus (same name, info and rows), behind the same alias."""
     source, target = mi.connect(source_uri), mi.connect(target_uri)
     try:
         name = mi.alias_target(source, alias)
-        info = mi.CollectionInfo.read(source, name)
-        source.load_collection(name)  # Milvus Lite reopens a collection released
-        ids, labels, full = read_collection(source, name)
-        mi.create_collection(target, info, full.shape[1], "HNSW", 16, 40)
-        mi.insert_rows(target, name, np.asarray(ids, dtype=object), labels, full, info.funnel.d0, 5000)
+        rows = copy_rows(source, target, name, mi.CollectionInfo.read(source, name))
         mi.swap_alias(target, alias, name, expected=None)
-        return len(ids)
+        return rows
     finally:
         source.close()
         target.close()
@@ -316,15 +321,13 @@ def second_version(uri: str, snapshots: Path) -> str:
     from dataclasses import replace
 
     from mrl.config import load_config
-    from mrl.retrieval.memory_index import MemoryFunnelIndex, read_collection
+    from mrl.retrieval.memory_index import MemoryFunnelIndex
 
     client = mi.connect(uri)
     try:
         info = mi.CollectionInfo.read(client, "items_v1")
         new = replace(info, name="items_v2", model_version="2", previous="items_v1")
-        ids, labels, full = read_collection(client, "items_v1")
-        mi.create_collection(client, new, full.shape[1], "HNSW", 16, 40)
-        mi.insert_rows(client, "items_v2", np.asarray(ids, dtype=object), labels, full, info.funnel.d0, 5000)
+        copy_rows(client, client, "items_v1", new)
         MemoryFunnelIndex(client, "items_v2", load_config(None, []).retrieval).write_snapshot(snapshots)
         return new.name
     finally:

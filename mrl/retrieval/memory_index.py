@@ -112,6 +112,7 @@ class MemoryFunnelIndex:
         self._row = {item_id: row for row, item_id in enumerate(self.ids)}
         self._tables: dict[int, np.ndarray] = {}  # the explorer's prefix tables, made at first use
         self._explore_lock = threading.Lock()
+        self._bytes_per_item: float | None = None
         self.load_s = time.perf_counter() - started
         say(f"{name}: {len(self.ids):,} rows from {self.source} in {self.load_s:.1f}s ({funnel.name()} "
             f"{cfg.index_type} shortlist), {self.bytes_per_item():,.0f} bytes/item in memory")
@@ -122,8 +123,11 @@ class MemoryFunnelIndex:
                               self.shortlist.quant == "binary")
 
     def bytes_per_item(self) -> float:
-        """Shortlist index (codes + graph) plus the re-rank table."""
-        return self.shortlist.bytes_per_item() + self.full.nbytes / max(1, len(self.ids))
+        """Shortlist index (codes + graph) plus the re-rank table. Measured once: it serializes the FAISS index (at
+        1M items, hundreds of MB), and /readyz asks for it on every probe."""
+        if self._bytes_per_item is None:
+            self._bytes_per_item = self.shortlist.bytes_per_item() + self.full.nbytes / max(1, len(self.ids))
+        return self._bytes_per_item
 
     def search(self, queries: np.ndarray, k: int | None = None) -> tuple[list[list[dict]], dict[str, float]]:
         result = funnel_search_rows(self.shortlist, self.full, queries, self.info.funnel, k or self.info.k)

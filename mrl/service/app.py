@@ -38,11 +38,11 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 
 from mrl.config import Config
 from mrl.errors import MRLError
-from mrl.search import NotFound, Query, QueryError, Searcher
+from mrl.search import NotFound, QueryError, Searcher
 from mrl.service.audit import AuditLog, AuditMetrics, Auditor
 from mrl.service.batching import MicroBatcher
 from mrl.service.query_log import QueryLog
-from mrl.service.requests import SearchRequest, check_k, library_query
+from mrl.service.requests import SearchRequest, library_query, plain_query
 
 ADMIN_TOKEN_ENV = "MRL_ADMIN_TOKEN"
 PAGE = Path(__file__).parent.parent / "web" / "index.html"  # the search page at /
@@ -155,21 +155,12 @@ class Service:
         started, searcher = time.perf_counter(), batch[0][0]
         reqs = [req for _, req in batch]
         self.metrics.batch_size.observe(len(reqs))
-        queries: list = []
-        for req in reqs:
-            try:
-                check_k(req)
-                queries.append(Query(vector=req.vector, id=req.id))
-            except QueryError as e:
-                queries.append(e)
-        found = searcher.search_batch([q for q in queries if isinstance(q, Query)], reqs[0].k)
-        answers = iter(found)
-        out: list[dict | HTTPException] = []
-        for req, query in zip(reqs, queries):
-            hits = query if isinstance(query, QueryError) else next(answers)
-            out.append(self.refused(req, hits) if isinstance(hits, Exception) else
-                       self.record(searcher, req, hits, started))
-        return out
+        try:
+            queries = [plain_query(req) for req in reqs]  # light requests: only k can be wrong, and it is one k
+        except QueryError as e:
+            return [self.refused(req, e) for req in reqs]
+        return [self.refused(req, hits) if isinstance(hits, Exception) else self.record(searcher, req, hits, started)
+                for req, hits in zip(reqs, searcher.search_batch(queries, reqs[0].k))]
 
     def refused(self, req: SearchRequest, e: NotFound | QueryError) -> HTTPException:
         status = 404 if isinstance(e, NotFound) else 422

@@ -74,15 +74,21 @@ def check_k(req: SearchRequest) -> None:
         raise QueryError(f"k: must be between 1 and {MAX_K}, got {req.k}")
 
 
+def plain_query(req: SearchRequest) -> Query:
+    """A request without a clip as a `Query` (QueryError on a bad k or bad base64)."""
+    check_k(req)
+    return Query(vector=req.vector, id=req.id, text=req.text,
+                 image=None if req.image is None else _base64("image", req.image))
+
+
 @contextlib.contextmanager
 def library_query(req: SearchRequest) -> Iterator[Query]:
     """The request as a `Query` (QueryError on a bad k or bad base64); an uploaded clip lives in a temporary file
     (FFmpeg reads files) until the block ends."""
-    check_k(req)
     if req.clip is None:
-        yield Query(vector=req.vector, id=req.id, text=req.text,
-                    image=None if req.image is None else _base64("image", req.image))
+        yield plain_query(req)
         return
+    check_k(req)
     raw = _base64("clip", req.clip)
     with tempfile.NamedTemporaryFile(suffix=".clip") as f:
         f.write(raw)
